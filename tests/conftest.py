@@ -1,0 +1,48 @@
+"""Fixtures shared by every test module: the MNIST files, the shipped model, sample digits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    from training.data import default_data_dir
+
+    path = default_data_dir()
+    if not (path / "t10k-images-idx3-ubyte.gz").exists() and not (path / "MNIST" / "raw").exists():
+        pytest.fail(f"MNIST files not found at {path}: set MNIST_DIR (CI uses ../shared/data/mnist)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_model_path() -> Path:
+    from training.checkpoint import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.is_file(), f"shipped checkpoint missing: {DEFAULT_CHECKPOINT}"
+    return DEFAULT_CHECKPOINT
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir):
+    from training.data import load_split
+
+    return load_split("test", mnist_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def digit_samples(mnist_test) -> dict[int, list]:
+    """A few MNIST test images (28x28 uint8 numpy arrays) per digit, for end-to-end checks."""
+    samples: dict[int, list] = {d: [] for d in range(10)}
+    for img, label in zip(mnist_test.images[:500], mnist_test.labels[:500]):
+        if len(samples[int(label)]) < 5:
+            samples[int(label)].append(img.numpy())
+    return samples

@@ -1,0 +1,122 @@
+"""The shipped checkpoint format: safetensors weights plus metadata that rebuild the model.
+
+safetensors holds only tensors and string metadata, so loading a checkpoint never runs code
+(no unpickling). The metadata carries the model configuration, the calibration temperature and a
+version; a SHA-256 over the tensors makes a tampered or corrupted file fail loudly instead of
+serving wrong answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from training.model import DigitEncoder, EncoderConfig
+
+FORMAT = "digits-encoder/1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "digits-encoder.safetensors"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted or does not match its own description."""
+
+
+@dataclass
+class LoadedModel:
+    model: DigitEncoder
+    config: EncoderConfig
+    temperature: float
+    version: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: Path | str,
+    model: DigitEncoder,
+    temperature: float = 1.0,
+    version: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """Write `model` to `path`; returns the version string stored in the file."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    digest = tensors_digest(state)
+    version = version or f"encoder-{digest[:12]}"
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.cfg.to_dict(), sort_keys=True),
+        "temperature": repr(float(temperature)),
+        "version": version,
+        "sha256": digest,
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    tmp.replace(path)  # atomic: a crash mid-write never leaves a half checkpoint behind
+    return version
+
+
+def read_metadata(path: Path | str) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: Path | str = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model from the file alone, refusing anything that does not check out."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a digits checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = EncoderConfig.from_dict(json.loads(meta["config"]))
+        temperature = float(meta["temperature"])
+        version = meta["version"]
+        expected = meta["sha256"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint metadata is incomplete or invalid ({exc})") from exc
+    if not (0.05 <= temperature <= 20.0):
+        raise CheckpointError(f"{path}: implausible calibration temperature {temperature}")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read tensors ({exc})") from exc
+    if tensors_digest(state) != expected:
+        raise CheckpointError(f"{path}: weights do not match their checksum: the file was modified or corrupted")
+    model = DigitEncoder(config)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path}: weights do not fit the configuration {config}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {sorted(wrong)[:5]}"
+        )
+    model.load_state_dict(state)
+    model.eval().to(device)
+    return LoadedModel(model, config, temperature, version, meta)
