@@ -1,0 +1,249 @@
+"""The small asyncio client the bots use: one channel, a deadline per call, retries with backoff
+on UNAVAILABLE, and one exception family whose `.reason` says what went wrong.
+
+    async with DigitsClient("127.0.0.1:50051") as client:
+        prediction = await client.predict_image(photo_bytes)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+from digits.v1 import digits_pb2, digits_pb2_grpc
+
+from server.errors import Reason, error_info
+
+PIXELS_LEN = 28 * 28
+
+# Reconnect quickly after an outage: gRPC's default backoff grows to 120 s, so a bot would stay
+# "unavailable" for minutes after the server came back.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.enable_retries", 0),  # we retry ourselves, with an overall deadline
+)
+
+
+class DigitsError(Exception):
+    """Every client failure. `reason` is the server's ErrorInfo reason (or the client's own)."""
+
+    default_reason = "ERROR"
+
+    def __init__(self, message: str, reason: str | None = None, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+
+class InvalidInput(DigitsError):
+    """The request itself is wrong (INVALID_ARGUMENT): retrying the same bytes will not help."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NoDigitFound(InvalidInput):
+    default_reason = Reason.NO_DIGIT_FOUND.value
+
+
+class UnreadableImage(InvalidInput):
+    default_reason = Reason.UNREADABLE_IMAGE.value
+
+
+class ImageTooLarge(InvalidInput):
+    """Too many pixels, or a message over the server's size limit (reason MESSAGE_TOO_LARGE)."""
+
+    default_reason = Reason.IMAGE_TOO_LARGE.value
+
+
+class BadPixels(InvalidInput):
+    default_reason = Reason.BAD_PIXELS.value
+
+
+class Overloaded(DigitsError):
+    """The server's queue is full (RESOURCE_EXHAUSTED): try again shortly."""
+
+    default_reason = Reason.QUEUE_FULL.value
+
+
+class Unauthenticated(DigitsError):
+    """Missing or wrong DIGITS_API_TOKEN."""
+
+    default_reason = Reason.UNAUTHENTICATED.value
+
+
+class ServerUnavailable(DigitsError):
+    """Server down or unreachable after the retries, draining, or the deadline ran out."""
+
+    default_reason = Reason.UNAVAILABLE.value
+
+
+_INVALID_BY_REASON: dict[str, type[DigitsError]] = {
+    Reason.NO_DIGIT_FOUND: NoDigitFound,
+    Reason.UNREADABLE_IMAGE: UnreadableImage,
+    Reason.IMAGE_TOO_LARGE: ImageTooLarge,
+    Reason.BAD_PIXELS: BadPixels,
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    model_version: str
+    pixels: bytes  # the 784-byte 28x28 image the model saw (MNIST convention)
+
+    @property
+    def runner_up(self) -> tuple[int, float]:
+        """The second most likely digit and its probability (for "or maybe a 7?" replies)."""
+        order = sorted(range(len(self.probabilities)), key=self.probabilities.__getitem__, reverse=True)
+        second = order[1]
+        return second, self.probabilities[second]
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> DigitsError:
+    """Turn a failed call into the matching DigitsError subclass."""
+    code = exc.code()
+    message = exc.details() or code.name
+    info = error_info(exc.trailing_metadata())
+    reason = info.reason if info is not None else None
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return _INVALID_BY_REASON.get(reason, InvalidInput)(message, reason, code)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if reason is None and "larger than max" in message:  # the transport's message-size limit
+            return ImageTooLarge(message, Reason.MESSAGE_TOO_LARGE.value, code)
+        return Overloaded(message, reason, code)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(message, reason, code)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ServerUnavailable(f"no answer within the deadline: {message}", Reason.DEADLINE_EXCEEDED.value, code)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return ServerUnavailable(message, reason or code.name, code)
+    return DigitsError(message, reason or code.name, code)
+
+
+class DigitsClient:
+    """One channel to the digits server; safe to share between many concurrent coroutines."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        tls: bool = False,
+        backoff: float = 0.2,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._root_certificates = root_certificates
+        self._tls = tls or root_certificates is not None
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: digits_pb2_grpc.DigitClassifierStub | None = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"DigitsClient(target={self.target!r}, tls={self._tls}, token={'set' if self._metadata else 'none'})"
+
+    def _get_stub(self) -> digits_pb2_grpc.DigitClassifierStub:
+        # Created lazily so the client can be built outside a running event loop.
+        if self._stub is None:
+            if self._tls:
+                creds = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+                self._channel = grpc.aio.secure_channel(self.target, creds, options=CHANNEL_OPTIONS)
+            else:
+                self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            self._stub = digits_pb2_grpc.DigitClassifierStub(self._channel)
+        return self._stub
+
+    async def predict_image(self, data: bytes) -> Prediction:
+        """Classify an encoded image file (PNG, JPEG, ...); the server does the MNIST preprocessing."""
+        if not data:
+            raise UnreadableImage("the image is empty", Reason.UNREADABLE_IMAGE.value)
+        return await self._predict(digits_pb2.PredictRequest(image=bytes(data)))
+
+    async def predict_pixels(self, pixels: bytes) -> Prediction:
+        """Classify 784 bytes: 28x28, row-major, MNIST convention (0 background, 255 ink)."""
+        pixels = bytes(pixels)
+        if len(pixels) != PIXELS_LEN:
+            raise BadPixels(f"pixels must be exactly {PIXELS_LEN} bytes (28x28), got {len(pixels)}")
+        return await self._predict(digits_pb2.PredictRequest(pixels=pixels))
+
+    async def ping(self) -> str:
+        """Reach the server without touching the model; returns the loaded model's version."""
+        reply = await self._call(self._get_stub().Ping, digits_pb2.PingRequest())
+        return reply.model_version
+
+    async def _predict(self, request: digits_pb2.PredictRequest) -> Prediction:
+        r = await self._call(self._get_stub().Predict, request)
+        return Prediction(r.digit, r.confidence, list(r.probabilities), r.model_version, r.pixels)
+
+    async def _call(self, method, request):
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        last: DigitsError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if last is not None:
+                    last.message = f"{self.target} unavailable (gave up after {attempt} attempts): {last.message}"
+                    last.args = (last.message,)
+                    raise last
+                raise ServerUnavailable(
+                    f"{self.target}: no answer within {self.timeout:g} s", Reason.DEADLINE_EXCEEDED.value
+                )
+            try:
+                return await method(request, timeout=remaining, metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                error = last = error_from_rpc(exc)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+                    if isinstance(error, ServerUnavailable) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        error.message = f"{self.target} unavailable after {attempt + 1} attempts: {error.message}"
+                        error.args = (error.message,)
+                    raise error from None
+            # Exponential backoff with jitter, never sleeping past the deadline.
+            delay = self.backoff * (2**attempt) * random.uniform(0.75, 1.25)
+            attempt += 1
+            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = None
+
+    async def __aenter__(self) -> DigitsClient:
+        self._get_stub()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+
+__all__ = [
+    "BadPixels",
+    "DigitsClient",
+    "DigitsError",
+    "ImageTooLarge",
+    "InvalidInput",
+    "NoDigitFound",
+    "Overloaded",
+    "Prediction",
+    "ServerUnavailable",
+    "Unauthenticated",
+    "UnreadableImage",
+]
