@@ -1,0 +1,1 @@
+"""Chat bots (Telegram, Discord) over one shared core: see bots.core."""
