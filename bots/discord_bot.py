@@ -1,0 +1,327 @@
+"""digits-discord: the Discord adapter over the shared bot core.
+
+Why a separate module: `bots.core.Recognizer` decides everything (limits, wording, errors); this
+file only does Discord I/O — slash command, message context menu, mentions/DMs — and turns an
+`Answer` into an embed with the 28x28 image the model saw as its thumbnail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+
+from bots.core import (
+    LOW_CONFIDENCE_HINT,
+    Answer,
+    CoreConfig,
+    Outcome,
+    Recognizer,
+    config_from_env,
+    load_env,
+    make_client,
+    make_recognizer,
+    protect_secrets,
+)
+
+log = logging.getLogger("bots.discord")
+
+DEFAULT_API_BASE = "https://discord.com/api/v10"
+DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
+SEEN_FILENAME = "seen.png"
+NO_IMAGE_TEXT = "I don't see an image there. Attach a photo of one handwritten digit."
+DOWNLOAD_FAILED_TEXT = "I couldn't download that attachment from Discord. Please try again."
+COLOURS = {
+    Outcome.DIGIT: discord.Colour.green(),
+    Outcome.RATE_LIMITED: discord.Colour.orange(),
+    Outcome.BUSY: discord.Colour.orange(),
+}
+EXIT_CONFIG = 2
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; main() prints it and exits 2 without a traceback."""
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    """Discord-side settings; the recognizer's own settings come from bots.core.config_from_env."""
+
+    token: str
+    api_base: str = DEFAULT_API_BASE
+    gateway_url: str | None = None  # None: ask GET /gateway/bot, as Discord recommends
+    guild_id: int | None = None  # sync commands to one guild (instant) instead of globally (slow to appear)
+    message_content: bool = True  # request the privileged intent; we fall back without it if refused
+
+    def __repr__(self) -> str:  # never let the token reach a log line via repr()
+        return (f"DiscordConfig(api_base={self.api_base!r}, gateway_url={self.gateway_url!r}, "
+                f"guild_id={self.guild_id!r}, message_content={self.message_content!r}, token=***)")
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() not in {"0", "false", "no", "off"}
+
+
+def discord_config_from_env(env: dict[str, str] | None = None) -> DiscordConfig:
+    """Read DISCORD_* settings (a `.env` in the working directory is read first; env vars win)."""
+    if env is None:
+        load_env()
+        env = dict(os.environ)
+    token = (env.get("DISCORD_BOT_TOKEN") or "").strip()
+    if not token:
+        raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot at https://discord.com/developers/applications "
+                          "and export its token (or put it in .env).")
+    guild = (env.get("DISCORD_GUILD_ID") or "").strip()
+    if guild and not guild.isdigit():
+        raise ConfigError(f"DISCORD_GUILD_ID must be a numeric guild id, got {guild!r}")
+    return DiscordConfig(
+        token=token,
+        api_base=(env.get("DISCORD_API_BASE") or DEFAULT_API_BASE).rstrip("/"),
+        gateway_url=(env.get("DISCORD_GATEWAY_URL") or "").strip() or None,
+        guild_id=int(guild) if guild else None,
+        message_content=_flag(env.get("DISCORD_MESSAGE_CONTENT"), True),
+    )
+
+
+def point_discord_py_at(api_base: str, gateway_url: str | None) -> None:
+    """discord.py keeps its endpoints in class attributes; set them for this process."""
+    discord.http.Route.BASE = api_base.rstrip("/")
+    if gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def render(answer: Answer) -> dict:
+    """Keyword arguments for send()/reply(): an embed for a digit, plain text for everything else."""
+    if answer.outcome != Outcome.DIGIT or answer.digit is None:
+        return {"content": answer.text}
+    confident = answer.runner_up is None
+    embed = discord.Embed(
+        title=f"It's a {answer.digit}" if confident else f"Probably a {answer.digit}",
+        colour=COLOURS[Outcome.DIGIT] if confident else discord.Colour.gold(),
+    )
+    if answer.confidence is not None:
+        embed.add_field(name="Confidence", value=f"{answer.confidence:.0%}", inline=True)
+    if answer.runner_up is not None:
+        other, other_conf = answer.runner_up
+        embed.add_field(name="Runner-up", value=f"{other} ({other_conf:.0%})", inline=True)
+        embed.set_footer(text=LOW_CONFIDENCE_HINT)
+    kwargs: dict = {"embed": embed}
+    if answer.seen_png:
+        embed.set_thumbnail(url=f"attachment://{SEEN_FILENAME}")
+        kwargs["file"] = discord.File(io.BytesIO(answer.seen_png), filename=SEEN_FILENAME)
+    return kwargs
+
+
+def pick_attachment(attachments: list[discord.Attachment]) -> discord.Attachment | None:
+    """The first image attachment, else the first attachment (so a PDF gets 'not an image', not silence)."""
+    for attachment in attachments:
+        if (attachment.content_type or "").startswith("image/"):
+            return attachment
+    return attachments[0] if attachments else None
+
+
+class DigitsBot(discord.Client):
+    """Answers `/digit`, the "Read digit" message menu, and images in DMs or messages that mention it."""
+
+    def __init__(self, recognizer: Recognizer, config: DiscordConfig, **options) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = config.message_content
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())  # replies never ping anyone
+        super().__init__(intents=intents, **options)
+        self.recognizer = recognizer
+        self.config = config
+        self.tree = app_commands.CommandTree(self)
+        self._register_commands()
+
+    # -- startup ---------------------------------------------------------------------------
+    def _register_commands(self) -> None:
+        bot = self
+
+        @app_commands.command(name="digit", description="Read one handwritten digit from an image")
+        @app_commands.describe(image="A photo or image file of one handwritten digit")
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+        async def digit(interaction: discord.Interaction, image: discord.Attachment) -> None:
+            await bot.answer_interaction(interaction, image)
+
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+        async def read_digit(interaction: discord.Interaction, message: discord.Message) -> None:
+            await bot.answer_interaction(interaction, pick_attachment(message.attachments))
+
+        menu = app_commands.ContextMenu(name="Read digit", callback=read_digit)
+        self.tree.add_command(digit)
+        self.tree.add_command(menu)
+
+    async def setup_hook(self) -> None:
+        """After login, before the gateway: find the gateway and sync the application commands."""
+        if self.config.gateway_url is None:
+            try:
+                _, url, _ = await self.http.get_bot_gateway()
+                DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+            except discord.DiscordException as exc:
+                log.warning("GET /gateway/bot failed (%s); using %s", exc, DiscordWebSocket.DEFAULT_GATEWAY)
+        try:
+            if self.config.guild_id is not None:
+                guild = discord.Object(id=self.config.guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d commands to guild %s", len(synced), self.config.guild_id)
+            else:
+                synced = await self.tree.sync()
+                log.info("synced %d global commands (they may take a while to appear)", len(synced))
+        except discord.HTTPException as exc:
+            # Mentions and DMs still work, and commands from an earlier sync stay registered.
+            log.error("could not sync application commands: %s", exc)
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s (message-content intent %s)", self.user,
+                 "on" if self.intents.message_content else "off")
+
+    # -- the shared flow -------------------------------------------------------------------
+    async def _read(self, attachment: discord.Attachment) -> Answer:
+        """Download and recognize; a failed download is its own friendly answer."""
+        try:
+            data = await attachment.read()
+        except (TimeoutError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.warning("attachment download failed: %s", exc)
+            return Answer(Outcome.UNAVAILABLE, DOWNLOAD_FAILED_TEXT)
+        return await self.recognizer.recognize(data)
+
+    def _refuse(self, user_id: int, attachment: discord.Attachment) -> Answer | None:
+        """Rate limit first (every request counts, junk included), then refuse from metadata alone."""
+        return self.recognizer.rate_limited(f"discord:{user_id}") or self.recognizer.refuse_attachment(
+            size=attachment.size, mime_type=attachment.content_type, filename=attachment.filename
+        )
+
+    async def answer_interaction(self, interaction: discord.Interaction, attachment: discord.Attachment | None) -> None:
+        """Refusals answer at once (ephemeral); real work is deferred past Discord's 3-second window."""
+        try:
+            if attachment is None:
+                await interaction.response.send_message(NO_IMAGE_TEXT, ephemeral=True)
+                return
+            refusal = self._refuse(interaction.user.id, attachment)
+            if refusal is not None:
+                await interaction.response.send_message(refusal.text, ephemeral=True)
+                return
+            await interaction.response.defer(thinking=True)
+            answer = await self._read(attachment)
+            await interaction.followup.send(**render(answer))
+        except discord.HTTPException:
+            log.exception("could not answer interaction %s", interaction.id)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Images in DMs, or in guild messages that mention the bot, get a reply."""
+        if message.author.bot or self.user is None:
+            return
+        in_dm = message.guild is None
+        mentioned = any(user.id == self.user.id for user in message.mentions)
+        if not (in_dm or mentioned):
+            return
+        try:
+            attachment = pick_attachment(message.attachments)
+            if attachment is None:
+                await message.reply(self.recognizer.HELP_TEXT, mention_author=False)
+                return
+            refusal = self._refuse(message.author.id, attachment)
+            if refusal is not None:
+                await message.reply(refusal.text, mention_author=False)
+                return
+            async with message.channel.typing():
+                answer = await self._read(attachment)
+            await message.reply(**render(answer), mention_author=False)
+        except discord.HTTPException:
+            log.exception("could not reply to message %s", message.id)
+
+
+async def serve(config: DiscordConfig, recognizer: Recognizer, **options) -> None:
+    """Run the bot until cancelled; without the message-content intent if Discord refuses it."""
+    point_discord_py_at(config.api_base, config.gateway_url)
+    while True:
+        bot = DigitsBot(recognizer, config, **options)
+        try:
+            async with bot:
+                await bot.start(config.token)
+            return
+        except discord.PrivilegedIntentsRequired:
+            if not config.message_content:
+                raise
+            log.warning(
+                "Discord refused the message-content intent (enable it under Bot > Privileged Gateway Intents); "
+                "running without it: /digit, 'Read digit', DMs and mentions still work"
+            )
+            config = DiscordConfig(config.token, config.api_base, config.gateway_url, config.guild_id, False)
+
+
+async def _amain(config: DiscordConfig, core: CoreConfig) -> int:
+    client = make_client(core)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    try:
+        await serve(config, make_recognizer(core, client))
+    except asyncio.CancelledError:
+        log.info("shutting down")
+    except discord.LoginFailure:
+        log.error("Discord rejected DISCORD_BOT_TOKEN (401): check the token")
+        return EXIT_CONFIG
+    finally:
+        await client.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digits-discord",
+        description="Discord bot for the digits recognizer: /digit image:<attachment>, the 'Read digit' message "
+        "menu, and images sent in DMs or in messages that mention the bot.",
+        epilog="Environment (a .env file in the working directory is read too; env vars win): "
+        "DISCORD_BOT_TOKEN (required), DIGITS_SERVER (default 127.0.0.1:50051), DISCORD_GUILD_ID (sync commands "
+        "to one guild), DISCORD_MESSAGE_CONTENT (1/0, default 1: request the privileged intent, falling back "
+        f"without it if refused), DISCORD_API_BASE (default {DEFAULT_API_BASE}), DISCORD_GATEWAY_URL (default: "
+        "from GET /gateway/bot), DIGITS_API_TOKEN, DIGITS_RATE_LIMIT, DIGITS_RATE_WINDOW, DIGITS_MAX_BYTES.",
+    )
+    parser.add_argument("--guild-id", type=int, help="sync commands to this guild only (overrides DISCORD_GUILD_ID)")
+    parser.add_argument("--no-message-content", action="store_true",
+                        help="do not request the privileged message-content intent")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"),
+                        help="logging level (default INFO, or LOG_LEVEL)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = discord_config_from_env()
+        core = config_from_env()
+    except (ConfigError, ValueError) as exc:
+        print(f"digits-discord: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    protect_secrets(config.token, core.api_token)
+    for name in ("discord.http", "discord.webhook", "discord.gateway"):  # their debug lines carry interaction tokens
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+    if args.guild_id is not None or args.no_message_content:
+        config = DiscordConfig(
+            config.token, config.api_base, config.gateway_url,
+            args.guild_id if args.guild_id is not None else config.guild_id,
+            config.message_content and not args.no_message_content,
+        )
+    log.info("starting: digits server %s, %r", core.digits_server, config)
+    return asyncio.run(_amain(config, core))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
