@@ -32,6 +32,20 @@ def shipped_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits_server(shipped_model_path):
+    """A real digits server (`python -m server`) on a free loopback port, SERVING when yielded.
+
+    `.target` is "127.0.0.1:PORT"; `.stop()` / `.start()` simulate an outage (same port);
+    `.metrics_url`, `.log()`. See server/testing.py."""
+    from server.testing import ServerProcess
+
+    server = ServerProcess(model=shipped_model_path, args=["--workers", "1"])
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
 def mnist_test(mnist_dir):
     from training.data import load_split
 

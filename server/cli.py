@@ -1,0 +1,187 @@
+"""`digits-server` / `python -m server`: flags, start-up order, health, reflection, graceful drain.
+
+Start-up: bind the port with health NOT_SERVING, load and warm the model and the preprocessing
+workers, then flip health to SERVING. SIGTERM/SIGINT: health NOT_SERVING, new requests get
+UNAVAILABLE, in-flight requests finish, exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from digits.v1 import digits_pb2, digits_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from preprocessing import DEFAULT_MAX_PIXELS
+from server.auth import TokenInterceptor
+from server.metrics import Metrics
+from server.preprocess_pool import PreprocessPool
+from server.service import DigitClassifierService
+
+log = logging.getLogger("digits.server")
+
+SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
+TOKEN_ENV = "DIGITS_API_TOKEN"
+
+
+def default_model() -> Path:
+    from training.checkpoint import DEFAULT_CHECKPOINT
+
+    return DEFAULT_CHECKPOINT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="digits-server",
+        description="Serve the digits model over gRPC (digits.v1.DigitClassifier) with dynamic batching.",
+        epilog=f"Set {TOKEN_ENV} to require `authorization: Bearer <token>` on every Predict/Ping call.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one, logged at start-up)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped models/ checkpoint)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    p.add_argument("--max-batch-size", type=int, default=64, help="largest model call; 1 turns batching off")
+    p.add_argument("--max-batch-delay-ms", type=float, default=2.0, help="longest a request waits for a batch to fill")
+    p.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this get RESOURCE_EXHAUSTED")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image preprocessing processes")
+    p.add_argument("--torch-threads", type=int, default=None, help="CPU intra-op threads (default: cores - 1)")
+    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: off)")
+    p.add_argument("--max-message-mb", type=float, default=20.0, help="larger requests get RESOURCE_EXHAUSTED")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decoded images over this are refused")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight requests get to finish on SIGTERM")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.max_batch_size < 1:
+        p.error("--max-batch-size must be >= 1")
+    if args.max_batch_delay_ms < 0:
+        p.error("--max-batch-delay-ms must be >= 0")
+    if args.max_queue < 1 or args.workers < 1:
+        p.error("--max-queue and --workers must be >= 1")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    from server.batcher import Batcher
+    from server.model_runner import ModelRunner
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    metrics = Metrics()
+    pool = PreprocessPool(args.workers, max_pixels=args.max_pixels, max_pending=args.max_queue)
+    service = DigitClassifierService(metrics, pool)
+    health = HealthServicer()
+    token = os.environ.get(TOKEN_ENV) or None
+    max_message = int(args.max_message_mb * 1024 * 1024)
+    server = grpc.aio.server(
+        interceptors=[TokenInterceptor(token)] if token else None,
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),  # a port already in use is an error, not a silent second server
+        ],
+    )
+    digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    address = f"{args.host}:{args.port}"
+    if args.tls_cert:
+        creds = grpc.ssl_server_credentials([(args.tls_key.read_bytes(), args.tls_cert.read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    await server.start()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.host)
+
+    try:
+        runner = await loop.run_in_executor(
+            None, lambda: ModelRunner(args.model or default_model(), args.device, args.torch_threads)
+        )
+        await loop.run_in_executor(None, runner.warm_up, args.max_batch_size)
+        await pool.warm_up()
+    except Exception as exc:  # a bad checkpoint or device: say so plainly and exit non-zero
+        log.error("cannot start: %s", exc)
+        await server.stop(None)
+        pool.close()
+        return 2
+
+    batcher = Batcher(
+        runner.predict,
+        max_batch_size=args.max_batch_size,
+        max_delay_s=args.max_batch_delay_ms / 1000,
+        max_queue=args.max_queue,
+        on_batch=metrics.batch_size.observe,
+        on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
+    )
+    batcher.start()
+    metrics.queue_depth.set_function(lambda: batcher.depth)
+    metrics.model.info({"version": runner.version, "device": str(runner.device)})
+    service.ready(batcher, runner.version)
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    import torch
+
+    log.info(
+        "serving model %s on %s:%d device=%s torch_threads=%s max_batch_size=%d max_batch_delay_ms=%g "
+        "max_queue=%d workers=%d metrics_port=%s tls=%s token=%s",
+        runner.version,
+        args.host,
+        port,
+        runner.device,
+        torch.get_num_threads() if runner.device.type == "cpu" else "-",
+        args.max_batch_size,
+        args.max_batch_delay_ms,
+        args.max_queue,
+        args.workers,
+        args.metrics_port or "off",
+        "on" if args.tls_cert else "off",
+        "on" if token else "off",
+    )
+
+    await stop.wait()
+    log.info("draining: health NOT_SERVING, finishing in-flight requests (grace %gs)", args.grace)
+    service.draining = True
+    await health.enter_graceful_shutdown()
+    await server.stop(args.grace)
+    await batcher.close()
+    pool.close()
+    log.info("stopped cleanly")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _validate(parser, args)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`digits-predict IMAGE... [--server HOST:PORT]`: classify image files through the server and
+print the digit and confidence for each. Exit code 1 if any file failed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from server.client import DigitsClient, DigitsError
+
+TOKEN_ENV = "DIGITS_API_TOKEN"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="digits-predict",
+        description="Send image files to a digits server and print the digit and confidence of each.",
+        epilog=f"The token, if the server requires one, is read from {TOKEN_ENV} (never a flag: it would show in ps).",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/... files, one digit each")
+    p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per image, retries included")
+    p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate(s): connect with TLS")
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    ca = args.tls_ca.read_bytes() if args.tls_ca else None
+    failures = 0
+    async with DigitsClient(
+        args.server, timeout=args.timeout, token=os.environ.get(TOKEN_ENV), root_certificates=ca
+    ) as c:
+        for path in args.images:
+            try:
+                p = await c.predict_image(path.read_bytes())
+            except OSError as exc:
+                failures += 1
+                print(f"{path}: cannot read file: {exc.strerror}", file=sys.stderr)
+                continue
+            except DigitsError as exc:
+                failures += 1
+                print(f"{path}: {exc.reason}: {exc.message}", file=sys.stderr)
+                continue
+            second, second_p = p.runner_up
+            print(f"{path}: {p.digit} (confidence {p.confidence:.1%}; runner-up {second} {second_p:.1%})")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(run(build_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Encoded images -> 784 MNIST-style bytes in a pool of worker processes, so decoding uses every
+core and never blocks the event loop. Workers return plain tuples: nothing custom crosses the
+process boundary, so any PreprocessError subclass maps cleanly to its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from preprocessing import DEFAULT_MAX_PIXELS, PreprocessError, preprocess
+from server.errors import Reason
+
+
+class ImageRejected(Exception):
+    """An image that cannot become a digit; `reason` is the ErrorInfo reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _work(data: bytes, max_pixels: int) -> tuple[bool, bytes | str, str]:
+    """Runs in a worker: (True, pixels, "") or (False, reason, message)."""
+    try:
+        result = preprocess(data, max_pixels=max_pixels)
+    except PreprocessError as exc:
+        return False, str(getattr(exc, "reason", Reason.UNREADABLE_IMAGE)), str(exc)
+    if not result.digit_found:
+        return False, Reason.NO_DIGIT_FOUND.value, "no digit found in the image: send a photo of one handwritten digit"
+    return True, result.pixels.astype("uint8", copy=False).tobytes(), ""
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class PreprocessPool:
+    """A bounded front door to the worker processes."""
+
+    def __init__(self, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, max_pending: int = 1024):
+        self.workers = workers or os.cpu_count() or 1
+        self.max_pixels = max_pixels
+        self.max_pending = max_pending
+        self.pending = 0
+        # forkserver: never fork a process that already runs gRPC and torch threads.
+        self._context = multiprocessing.get_context("forkserver")
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=self._context)
+
+    async def warm_up(self) -> None:
+        """Start every worker (imports included) before the server reports SERVING."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self.workers * 2)))
+
+    async def __call__(self, data: bytes) -> bytes:
+        """784 bytes for the model, or ImageRejected / OverflowError (too many images pending)."""
+        if self.pending >= self.max_pending:
+            raise OverflowError(f"the server is busy ({self.pending} images being decoded); try again shortly")
+        self.pending += 1
+        try:
+            ok, value, message = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _work, data, self.max_pixels
+            )
+        except BrokenProcessPool:
+            # A worker died (e.g. killed for memory on a hostile file): replace the pool, fail this one.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            message = "the image could not be decoded (the worker crashed)"
+            raise ImageRejected(Reason.UNREADABLE_IMAGE.value, message) from None
+        finally:
+            self.pending -= 1
+        if not ok:
+            raise ImageRejected(str(value), message)
+        return value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
