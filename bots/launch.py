@@ -1,0 +1,219 @@
+"""digits-run: one command that runs the digits server and every bot whose token is set.
+
+Why: a user should get from `git clone` to a working bot with one command. The launcher starts the
+server (shipped model), waits until gRPC health says SERVING, then starts each configured bot as its
+own process pointed at that server, supervises them (restarting a crashed one with backoff) and on
+Ctrl-C / SIGTERM stops the bots first, then the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bots.core import load_env
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "digits-encoder.safetensors"
+STOP_TIMEOUT = 20.0
+CONFIG_ERROR = 2  # a child exiting with this (e.g. missing token) is not restarted: it would fail again
+
+
+@dataclass(frozen=True)
+class BotSpec:
+    name: str
+    token_env: str
+    module: str
+
+
+BOTS = (
+    BotSpec("telegram", "TELEGRAM_BOT_TOKEN", "bots.telegram_bot"),
+    BotSpec("discord", "DISCORD_BOT_TOKEN", "bots.discord_bot"),
+)
+
+
+def say(message: str) -> None:
+    print(f"digits-run: {message}", flush=True)
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart state."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    backoff: float = 1.0
+    restart_at: float | None = None
+    failures: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        # Own process group: a terminal Ctrl-C reaches only the launcher, which stops children in order.
+        self.process = subprocess.Popen(self.command, env=self.env, process_group=0)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def poll(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Signal, wait, and kill only if it hangs; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} did not stop within {timeout:g} s; killing it")
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def health(target: str, timeout: float = 1.0) -> str:
+    """The server's gRPC health status name, or UNREACHABLE."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
+    """Block until the server is SERVING; False if it exited, timed out, or we were asked to stop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping():
+        if server.poll() is not None:
+            say(f"server exited during start-up with code {server.poll()}")
+            return False
+        if health(target) == "SERVING":
+            return True
+        time.sleep(0.2)
+    if not stopping():
+        say(f"server not healthy after {timeout:g} s")
+    return False
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="digits-run",
+        description="Run the digits server with the shipped model and every bot whose token is set "
+        "(TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN; a .env file is read). Ctrl-C stops them all.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="server listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=50051, help="server gRPC port (default 50051)")
+    parser.add_argument("--model", type=Path, default=None, help=f"checkpoint (default {SHIPPED_MODEL.name})")
+    parser.add_argument("--metrics-port", type=int, default=None, help="server Prometheus port (0: off)")
+    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server")
+    parser.add_argument("--no-restart", action="store_true", help="do not restart a bot that exits")
+    return parser.parse_args(argv)
+
+
+def server_command(args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "server", "--host", args.host, "--port", str(args.port)]
+    model = args.model or (SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None)
+    if model is not None:
+        cmd += ["--model", str(model)]
+    if args.metrics_port is not None:
+        cmd += ["--metrics-port", str(args.metrics_port)]
+    return cmd
+
+
+def bot_command(spec: BotSpec) -> list[str]:
+    # Import and call main() rather than `-m`, so it works whether or not the module has a __main__ guard.
+    return [sys.executable, "-c", f"import sys; from {spec.module} import main; sys.exit(main())"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of digits-run; returns 0 after a clean stop."""
+    args = parse_args(argv)
+    load_env()
+    stop_signal: list[int] = []
+
+    def on_signal(signum, frame) -> None:
+        stop_signal.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    stopping = lambda: bool(stop_signal)  # noqa: E731
+
+    connect_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    target = f"{connect_host}:{args.port}"
+    server = Child("digits server", server_command(args), dict(os.environ))
+    server.start()
+    say(f"starting the digits server on {target} (pid {server.pid}); waiting for it to be healthy...")
+    if not wait_serving(server, target, args.startup_timeout, stopping):
+        server.stop()
+        return 0 if stopping() else 1
+    say(f"server is SERVING on {target}")
+
+    bot_env = {**os.environ, "DIGITS_SERVER": target}
+    bots: list[Child] = []
+    for spec in BOTS:
+        if os.environ.get(spec.token_env, "").strip():
+            bot = Child(f"{spec.name} bot", bot_command(spec), bot_env)
+            bot.start()
+            bots.append(bot)
+            say(f"started the {bot.name} (pid {bot.pid})")
+        else:
+            say(f"{spec.name} bot not started: set {spec.token_env} (environment or .env) to run it")
+    if not bots:
+        say("running the server alone. To add bots, set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN in .env, restart.")
+    say("press Ctrl-C to stop")
+
+    try:
+        supervise(server, bots, stopping, restart=not args.no_restart)
+        say(f"got {signal.Signals(stop_signal[0]).name}; stopping the bots, then the server...")
+    finally:
+        for bot in bots:
+            code = bot.stop(signal.SIGTERM)
+            if code is not None:
+                say(f"{bot.name} stopped (exit code {code})")
+        code = server.stop(signal.SIGTERM)
+        say(f"server stopped (exit code {code})")
+    return 0
+
+
+def supervise(server: Child, bots: list[Child], stopping, *, restart: bool) -> None:
+    """Watch children until a stop signal; report and restart (with backoff) any that exits."""
+    while not stopping():
+        now = time.monotonic()
+        for child in (server, *bots):
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.start()
+                    say(f"restarted the {child.name} (pid {child.pid})")
+                continue
+            code = child.poll()
+            if code is None:
+                if now - child.started_at > 60:
+                    child.backoff = 1.0  # it ran for a while: the next crash restarts quickly again
+                continue
+            if child is not server and (code == CONFIG_ERROR or not restart):
+                say(f"the {child.name} exited with code {code}; not restarting it (see its error above)")
+                child.restart_at = float("inf")
+                continue
+            say(f"the {child.name} exited unexpectedly with code {code}; restarting in {child.backoff:g} s")
+            child.restart_at = now + child.backoff
+            child.backoff = min(child.backoff * 2, 60.0)
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
