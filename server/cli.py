@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
     p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight requests get to finish on SIGTERM")
+    p.add_argument(
+        "--drain-delay", type=float, default=0.25, help="seconds health shows NOT_SERVING before the port closes"
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -164,8 +167,9 @@ async def serve(args: argparse.Namespace) -> int:
 
     await stop.wait()
     log.info("draining: health NOT_SERVING, finishing in-flight requests (grace %gs)", args.grace)
-    service.draining = True
+    service.draining = True  # new Predict calls now get UNAVAILABLE (SHUTTING_DOWN)
     await health.enter_graceful_shutdown()
+    await asyncio.sleep(args.drain_delay)  # let health checkers see NOT_SERVING while the port is still open
     await server.stop(args.grace)
     await batcher.close()
     pool.close()

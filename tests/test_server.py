@@ -1,0 +1,333 @@
+"""End-to-end tests of digits-server: a real server process on a free loopback port, real clients.
+
+The slow full-test-set exactness check (10,000 images) lives in benchmarks/server_bench.py."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from digits.v1 import digits_pb2, digits_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from PIL import Image
+
+from preprocessing import preprocess
+from server.client import (
+    BadPixels,
+    DigitsClient,
+    ImageTooLarge,
+    NoDigitFound,
+    Overloaded,
+    ServerUnavailable,
+    UnreadableImage,
+)
+from server.errors import DOMAIN, error_info
+from server.testing import ServerProcess, health_status
+from training.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def reference(shipped_model_path):
+    """The model in-process: what the server must answer, computed the offline evaluation's way."""
+    loaded = load_checkpoint(shipped_model_path)
+
+    @torch.inference_mode()
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, 28, 28).float().div_(255)
+        return torch.softmax(loaded.model(x) / loaded.temperature, dim=1).numpy()
+
+    probabilities.version = loaded.version
+    return probabilities
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", size: int = 280) -> bytes:
+    """A photo-like file: dark ink on white paper, upscaled, like a phone picture of a digit."""
+    buf = io.BytesIO()
+    Image.fromarray(255 - pixels).resize((size, size), Image.BILINEAR).save(buf, fmt)
+    return buf.getvalue()
+
+
+async def raw_call(target: str, request: digits_pb2.PredictRequest, timeout: float = 10.0) -> grpc.aio.AioRpcError:
+    """Call Predict with the bare generated stub and return the error (the test expects one)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await digits_pb2_grpc.DigitClassifierStub(channel).Predict(request, timeout=timeout)
+    return info.value
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return reply.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    """Sum of every sample called exactly `name` (any labels)."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    assert found, f"metric {name} not exported"
+    return total
+
+
+# --- predictions -------------------------------------------------------------------------------
+
+
+async def test_pixels_prediction_matches_the_model(digits_server, digit_samples, reference):
+    image = digit_samples[7][0]
+    async with DigitsClient(digits_server.target) as client:
+        p = await client.predict_pixels(image.tobytes())
+    expected = reference(image[None])[0]
+    assert p.digit == int(expected.argmax())
+    assert p.confidence == pytest.approx(float(expected.max()), abs=1e-5)
+    assert np.allclose(p.probabilities, expected, atol=1e-5)
+    assert sum(p.probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert p.model_version == reference.version
+    assert p.pixels == image.tobytes()
+    second, second_p = p.runner_up
+    assert second != p.digit and second_p <= p.confidence
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+async def test_image_prediction_uses_the_preprocessing(digits_server, digit_samples, reference, fmt):
+    data = encode(digit_samples[2][1], fmt)
+    local = preprocess(data)
+    async with DigitsClient(digits_server.target) as client:
+        p = await client.predict_image(data)
+    assert p.pixels == local.pixels.tobytes(), "the reply must carry the 28x28 image the model saw"
+    assert p.digit == int(reference(local.pixels[None])[0].argmax())
+
+
+async def test_500_concurrent_requests_each_get_their_own_answer(digits_server, mnist_test, reference):
+    images = mnist_test.images[:500].numpy()
+    before = scrape(digits_server.metrics_url)
+    async with DigitsClient(digits_server.target, timeout=30) as client:
+        replies = await asyncio.gather(*(client.predict_pixels(img.tobytes()) for img in images))
+    after = scrape(digits_server.metrics_url)
+    expected = reference(images)
+    got = np.array([r.probabilities for r in replies])
+    assert [r.pixels for r in replies] == [img.tobytes() for img in images]
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+    assert np.allclose(got, expected, atol=1e-5)
+    batches = metric(after, "digits_batch_size_count") - metric(before, "digits_batch_size_count")
+    assert 0 < batches < 500, "concurrent requests should have shared model calls"
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (digits_pb2.PredictRequest(), "NO_INPUT"),
+        (digits_pb2.PredictRequest(image=b"definitely not an image"), "UNREADABLE_IMAGE"),
+        (digits_pb2.PredictRequest(image=b"\x89PNG\r\n\x1a\n" + bytes(64)), "UNREADABLE_IMAGE"),
+        (digits_pb2.PredictRequest(pixels=bytes(783)), "BAD_PIXELS"),
+        (digits_pb2.PredictRequest(pixels=bytes(785)), "BAD_PIXELS"),
+    ],
+    ids=["no-input", "text", "truncated-png", "short-pixels", "long-pixels"],
+)
+async def test_invalid_input_gets_invalid_argument_with_reason(digits_server, request_, reason):
+    error = await raw_call(digits_server.target, request_)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(error.trailing_metadata())
+    assert info is not None and info.domain == DOMAIN and info.reason == reason
+    assert len(error.details()) > 10, "a person must be able to understand the message"
+
+
+async def test_image_without_a_digit(digits_server):
+    blank = io.BytesIO()
+    Image.new("L", (300, 200), 255).save(blank, "PNG")
+    async with DigitsClient(digits_server.target) as client:
+        with pytest.raises(NoDigitFound) as info:
+            await client.predict_image(blank.getvalue())
+    assert info.value.reason == "NO_DIGIT_FOUND" and info.value.message
+
+
+async def test_image_over_the_pixel_limit(digits_server):
+    huge = io.BytesIO()
+    Image.new("L", (8000, 6000), 255).save(huge, "PNG")  # 48 Mpx, a few kB compressed
+    async with DigitsClient(digits_server.target) as client:
+        with pytest.raises(ImageTooLarge) as info:
+            await client.predict_image(huge.getvalue())
+    assert info.value.reason == "IMAGE_TOO_LARGE"
+
+
+async def test_message_over_the_size_limit_is_resource_exhausted(digits_server):
+    error = await raw_call(digits_server.target, digits_pb2.PredictRequest(image=bytes(21 * 1024 * 1024)))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    async with DigitsClient(digits_server.target) as client:
+        with pytest.raises(ImageTooLarge) as info:
+            await client.predict_image(bytes(21 * 1024 * 1024))
+        assert info.value.reason == "MESSAGE_TOO_LARGE"
+        assert (await client.predict_pixels(bytes(784))).model_version, "the server keeps serving"
+
+
+async def test_client_rejects_bad_pixels_and_unreadable_images(digits_server):
+    async with DigitsClient(digits_server.target) as client:
+        with pytest.raises(BadPixels):
+            await client.predict_pixels(b"\x00" * 100)
+        with pytest.raises(UnreadableImage):
+            await client.predict_image(b"GIF89a garbage")
+
+
+async def test_expired_deadline(digits_server):
+    async with DigitsClient(digits_server.target, timeout=0.0005, retries=0) as client:
+        with pytest.raises(ServerUnavailable) as info:
+            await client.predict_pixels(bytes(784))
+    assert info.value.reason == "DEADLINE_EXCEEDED"
+    async with DigitsClient(digits_server.target) as client:
+        assert (await client.predict_pixels(bytes(784))).digit in range(10)
+
+
+# --- health, reflection, metrics -----------------------------------------------------------------
+
+
+def test_health_is_serving_for_the_server_and_the_service(digits_server):
+    assert health_status(digits_server.target) == "SERVING"
+    assert health_status(digits_server.target, "digits.v1.DigitClassifier") == "SERVING"
+    assert health_status(digits_server.target, "no.such.Service") == "UNREACHABLE"  # NOT_FOUND
+
+
+def test_reflection_lists_the_service(digits_server):
+    with grpc.insecure_channel(digits_server.target) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = db.get_services()
+        assert "digits.v1.DigitClassifier" in services
+        assert "grpc.health.v1.Health" in services
+        file = db.FindFileContainingSymbol("digits.v1.DigitClassifier")
+        methods = {m.name for s in file.service for m in s.method}
+        assert {"Predict", "Ping"} <= methods
+
+
+async def test_metrics_endpoint_scrapes(digits_server, reference):
+    async with DigitsClient(digits_server.target) as client:
+        await client.predict_pixels(bytes(784))
+        with pytest.raises(BadPixels):
+            await client._predict(digits_pb2.PredictRequest(pixels=b"x"))
+    text = scrape(digits_server.metrics_url)
+    assert 'digits_requests_total{code="OK",method="Predict"}' in text
+    assert 'digits_requests_total{code="INVALID_ARGUMENT",method="Predict"}' in text
+    assert metric(text, "digits_request_latency_seconds_count") >= 2
+    assert metric(text, "digits_batch_size_count") >= 1
+    metric(text, "digits_queue_depth")
+    assert f'version="{reference.version}"' in text
+
+
+# --- outage, overload, shutdown --------------------------------------------------------------------
+
+
+async def test_client_recovers_after_an_outage(digits_server):
+    async with DigitsClient(digits_server.target, timeout=2, retries=2) as client:
+        assert (await client.predict_pixels(bytes(784))).model_version
+        assert digits_server.stop() == 0
+        with pytest.raises(ServerUnavailable):
+            await client.predict_pixels(bytes(784))
+        digits_server.start()
+        assert (await client.predict_pixels(bytes(784))).model_version
+
+
+async def test_overload_is_resource_exhausted_and_the_server_keeps_serving(shipped_model_path, mnist_test):
+    args = ["--max-batch-size", "1", "--max-queue", "4", "--workers", "1", "--max-batch-delay-ms", "0"]
+    with ServerProcess(shipped_model_path, args) as server:
+        images = mnist_test.images[:300].numpy()
+        async with DigitsClient(server.target, timeout=60) as client:
+            outcomes = await asyncio.gather(
+                *(client.predict_pixels(img.tobytes()) for img in images), return_exceptions=True
+            )
+            overloaded = [o for o in outcomes if isinstance(o, Overloaded)]
+            served = [o for o in outcomes if not isinstance(o, Exception)]
+            assert len(overloaded) + len(served) == len(outcomes), [o for o in outcomes if isinstance(o, Exception)][:3]
+            assert overloaded and served
+            assert all(o.reason == "QUEUE_FULL" and o.code == grpc.StatusCode.RESOURCE_EXHAUSTED for o in overloaded)
+            assert (await client.predict_pixels(images[0].tobytes())).pixels == images[0].tobytes()
+
+
+async def test_expired_request_is_dropped_before_inference(shipped_model_path):
+    """A batch delay of 400 ms holds the request; its 100 ms deadline passes first, so the model never sees it."""
+    args = ["--max-batch-size", "256", "--max-batch-delay-ms", "400", "--workers", "1"]
+    with ServerProcess(shipped_model_path, args) as server:
+        async with DigitsClient(server.target, timeout=0.1, retries=0) as client:
+            with pytest.raises(ServerUnavailable) as info:
+                await client.predict_pixels(bytes(784))
+        assert info.value.reason == "DEADLINE_EXCEEDED"
+        await asyncio.sleep(0.6)
+        text = scrape(server.metrics_url)
+        assert metric(text, "digits_dropped_total") == 1
+        assert metric(text, "digits_batch_size_count") == 0, "the expired request must not reach the model"
+
+
+async def test_health_transitions_and_graceful_shutdown(shipped_model_path, mnist_test):
+    args = ["--max-batch-size", "256", "--max-batch-delay-ms", "700", "--workers", "1", "--drain-delay", "0.3"]
+    server = ServerProcess(shipped_model_path, args).start(wait=False)
+    try:
+        seen = []
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="digits.v1.DigitClassifier")
+            while True:  # before the model is loaded the port is open and health says NOT_SERVING
+                try:
+                    seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name((await stub.Check(request)).status))
+                except grpc.aio.AioRpcError:
+                    assert server.running, server.log()
+                    await asyncio.sleep(0.02)
+                    continue
+                if seen[-1] == "SERVING":
+                    break
+                await asyncio.sleep(0.02)
+        assert seen[0] == "NOT_SERVING" and seen[-1] == "SERVING", seen
+
+        images = mnist_test.images[:20].numpy()
+        async with DigitsClient(server.target, timeout=20, retries=0) as client:
+            in_flight = [asyncio.ensure_future(client.predict_pixels(img.tobytes())) for img in images]
+            await asyncio.sleep(0.3)  # they now wait in the batcher (700 ms batch delay)
+            server.signal()
+            await asyncio.sleep(0.1)
+            assert health_status(server.target, "digits.v1.DigitClassifier") == "NOT_SERVING"
+            with pytest.raises(ServerUnavailable):
+                await client.predict_pixels(images[0].tobytes())
+            replies = await asyncio.gather(*in_flight)
+        assert [r.pixels for r in replies] == [img.tobytes() for img in images]
+        assert server.process.wait(30) == 0
+        assert "stopped cleanly" in server.log()
+    finally:
+        server.close()
+
+
+async def test_token_and_tls(shipped_model_path, tmp_path):
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    secret = "s3cret-token-for-tests"
+    args = ["--tls-cert", str(cert), "--tls-key", str(key), "--workers", "1"]
+    server = ServerProcess(shipped_model_path, args, env={"DIGITS_API_TOKEN": secret})
+    try:
+        server.start(credentials=grpc.ssl_channel_credentials(cert.read_bytes()))
+        ca = cert.read_bytes()
+        async with DigitsClient(server.target, token=secret, root_certificates=ca) as client:
+            assert (await client.predict_pixels(bytes(784))).model_version
+        for token in (None, "wrong"):
+            async with DigitsClient(server.target, token=token, root_certificates=ca) as client:
+                with pytest.raises(Exception) as info:
+                    await client.predict_pixels(bytes(784))
+            assert info.value.reason == "UNAUTHENTICATED"
+        async with DigitsClient(server.target, token=secret, retries=0, timeout=2) as plaintext:
+            with pytest.raises(ServerUnavailable):
+                await plaintext.predict_pixels(bytes(784))
+        assert secret not in server.log(), "the token must never be logged"
+        assert json.dumps(repr(DigitsClient(server.target, token=secret))).find(secret) == -1
+    finally:
+        server.close()

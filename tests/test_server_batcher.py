@@ -1,0 +1,85 @@
+"""The dynamic batcher in-process, with the real model behind it (no server, no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from server.batcher import Batcher, DeadlineExpired, QueueFull
+from server.model_runner import ModelRunner
+
+
+@pytest.fixture(scope="module")
+def runner(shipped_model_path):
+    return ModelRunner(shipped_model_path, "cpu", threads=1)
+
+
+class Recording:
+    """Wraps the real model call and remembers the size of every batch it ran."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self.runner, self.sizes = runner, []
+
+    def __call__(self, pixels: bytes, n: int):
+        self.sizes.append(n)
+        return self.runner.predict(pixels, n)
+
+
+async def test_batches_respect_the_size_limit_and_keep_answers_in_order(runner, mnist_test):
+    record = Recording(runner)
+    batcher = Batcher(record, max_batch_size=16, max_delay_s=0.005, max_queue=1000)
+    batcher.start()
+    images = mnist_test.images[:100].numpy()
+    try:
+        results = await asyncio.gather(*(batcher.submit(img.tobytes()) for img in images))
+    finally:
+        await batcher.close()
+    assert sum(record.sizes) == 100 and max(record.sizes) == 16 and len(record.sizes) < 100
+    expected = runner.predict(images.tobytes(), len(images))
+    assert [r[0] for r in results] == [e[0] for e in expected]
+    assert np.allclose([r[2] for r in results], [e[2] for e in expected], atol=1e-5)
+
+
+async def test_batch_size_one_turns_batching_off(runner):
+    record = Recording(runner)
+    batcher = Batcher(record, max_batch_size=1, max_delay_s=0.002)
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(bytes(784)) for _ in range(10)))
+    finally:
+        await batcher.close()
+    assert record.sizes == [1] * 10
+
+
+async def test_expired_and_cancelled_requests_never_reach_the_model(runner):
+    record = Recording(runner)
+    dropped = []
+    batcher = Batcher(record, max_batch_size=8, max_delay_s=0.05, on_drop=dropped.append)
+    batcher.start()
+    try:
+        expired = asyncio.ensure_future(batcher.submit(bytes(784), timeout=0.01))
+        cancelled = asyncio.ensure_future(batcher.submit(bytes(784)))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(DeadlineExpired):
+            await expired
+        assert (await batcher.submit(bytes(784)))[0] in range(10)
+    finally:
+        await batcher.close()
+    assert sorted(dropped) == ["cancelled", "deadline"]
+    assert record.sizes == [1], "only the live request was computed"
+
+
+async def test_full_queue_fails_at_once(runner):
+    batcher = Batcher(runner.predict, max_batch_size=4, max_delay_s=0.2, max_queue=3)
+    batcher.start()
+    try:
+        waiting = [asyncio.ensure_future(batcher.submit(bytes(784))) for _ in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(bytes(784))
+        assert len(await asyncio.gather(*waiting)) == 3
+    finally:
+        await batcher.close()
