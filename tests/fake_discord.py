@@ -165,6 +165,12 @@ class FakeDiscord:
     async def wait_ready(self, timeout: float = 20.0) -> None:
         await self.wait_until(lambda: self.connected, timeout, "the bot to IDENTIFY and get READY")
 
+    def new_user(self, name: str = "user") -> dict[str, Any]:
+        """A fresh user (its own rate-limit bucket in the bot)."""
+        user_id = self.new_id()
+        return {"id": str(user_id), "username": f"{name}{user_id % 10_000}", "discriminator": "0",
+                "global_name": name, "avatar": None, "flags": 0}
+
     def attachment(self, data: bytes, filename: str = "digit.jpg", content_type: str | None = "image/jpeg",
                    size: int | None = None) -> dict[str, Any]:
         """Register bytes on the fake CDN and return the attachment object Discord would send.
@@ -236,7 +242,9 @@ class FakeDiscord:
                 visible.update(content="", attachments=[], embeds=[])  # what Discord does without the intent
             await self._dispatch(ws, "MESSAGE_CREATE", visible)
 
-    def _interaction(self, data: dict[str, Any], *, dm: bool = False) -> dict[str, Any]:
+    def _interaction(self, data: dict[str, Any], *, dm: bool = False,
+                     user: dict[str, Any] | None = None) -> dict[str, Any]:
+        user = user or self.user
         interaction: dict[str, Any] = {
             "id": str(self.new_id()),
             "application_id": str(self.application_id),
@@ -252,8 +260,8 @@ class FakeDiscord:
             "context": 1 if dm else 0,
         }
         if dm:
-            interaction["user"] = self.user
-            interaction["channel"] = {"id": str(self.dm_channel_id), "type": 1, "recipients": [self.user]}
+            interaction["user"] = user
+            interaction["channel"] = {"id": str(self.dm_channel_id), "type": 1, "recipients": [user]}
             interaction["channel_id"] = str(self.dm_channel_id)
         else:
             interaction["guild_id"] = str(self.guild_id)
@@ -261,7 +269,7 @@ class FakeDiscord:
             interaction["channel"] = {"id": str(self.channel_id), "type": 0, "guild_id": str(self.guild_id),
                                       "name": "general", "position": 0, "permission_overwrites": []}
             interaction["channel_id"] = str(self.channel_id)
-            interaction["member"] = {"user": self.user, "roles": [], "joined_at": "2025-01-01T00:00:00+00:00",
+            interaction["member"] = {"user": user, "roles": [], "joined_at": "2025-01-01T00:00:00+00:00",
                                      "deaf": False, "mute": False, "flags": 0, "permissions": "2248473465835073"}
         return interaction
 
@@ -273,7 +281,7 @@ class FakeDiscord:
         raise AssertionError(f"command {name!r} (type {command_type}) was never synced")
 
     async def invoke_slash(self, name: str, attachment: dict[str, Any], option: str = "image", *,
-                           dm: bool = False) -> str:
+                           dm: bool = False, user: dict[str, Any] | None = None) -> str:
         """A user runs `/name option:<attachment>`; returns the interaction token to await the reply."""
         command = self._command(name, 1)
         data = {
@@ -283,18 +291,19 @@ class FakeDiscord:
         }
         if not dm and command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        interaction = self._interaction(data, dm=dm)
+        interaction = self._interaction(data, dm=dm, user=user)
         await self._dispatch_all("INTERACTION_CREATE", interaction)
         return interaction["token"]
 
-    async def invoke_message_command(self, name: str, message: dict[str, Any]) -> str:
+    async def invoke_message_command(self, name: str, message: dict[str, Any],
+                                     user: dict[str, Any] | None = None) -> str:
         """A user right-clicks `message` > Apps > `name`; returns the interaction token."""
         command = self._command(name, 3)
         data = {
             "id": command["id"], "name": name, "type": 3, "target_id": message["id"],
             "resolved": {"messages": {message["id"]: message}},
         }
-        interaction = self._interaction(data, dm="guild_id" not in message)
+        interaction = self._interaction(data, dm="guild_id" not in message, user=user)
         await self._dispatch_all("INTERACTION_CREATE", interaction)
         return interaction["token"]
 

@@ -1,0 +1,299 @@
+"""End to end: the real discord.py bot against the fake Discord (tests/fake_discord.py) and a real digits server.
+
+Each test uses its own fake user, so the per-user rate limit (small on purpose) only bites where a test wants it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from fake_discord import CALLBACK_CHANNEL_MESSAGE, CALLBACK_DEFERRED_CHANNEL_MESSAGE, EPHEMERAL_FLAG, FakeDiscord
+from PIL import Image
+
+from bots.core import NO_DIGIT_TEXT, NOT_IMAGE_TEXT, UNAVAILABLE_TEXT, Recognizer
+from bots.discord_bot import NO_IMAGE_TEXT, DiscordConfig, serve
+from server.client import DigitsClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.fake-discord-bot-token.do-not-log-me"
+RATE = 4  # requests per user per minute in this module's bot
+LOW_CONFIDENCE = 0.80  # the Recognizer default: below it the answer names a runner-up
+
+
+def photo(digit28: np.ndarray, size: tuple[int, int] = (640, 480), fmt: str = "JPEG") -> bytes:
+    """An MNIST digit as a phone photo would show it: dark ink on light paper, upscaled, JPEG."""
+    ink = Image.fromarray(255 - digit28).resize((300, 300), Image.Resampling.BILINEAR)
+    paper = Image.new("L", size, 235)
+    paper.paste(ink.point(lambda v: min(v, 235)), ((size[0] - 300) // 2, (size[1] - 300) // 2))
+    buf = io.BytesIO()
+    paper.convert("RGB").save(buf, format=fmt, quality=90)
+    return buf.getvalue()
+
+
+def blank_photo() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (236, 236, 232)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+class LogCollector(logging.Handler):
+    """Everything logged at any level while the module runs, to prove the token never shows up."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def logs():
+    collector = LogCollector()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(collector)
+    root.setLevel(logging.DEBUG)
+    yield collector
+    root.removeHandler(collector)
+    root.setLevel(old_level)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fake(logs):
+    server = await FakeDiscord(TOKEN).start()
+    yield server
+    await server.stop()
+
+
+async def _run_bot(config: DiscordConfig, recognizer: Recognizer):
+    task = asyncio.create_task(serve(config, recognizer))
+    return task
+
+
+async def _stop(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bot(fake, digits_server):
+    client = DigitsClient(digits_server.target, timeout=5.0, retries=2)
+    recognizer = Recognizer(client, rate=RATE, per_seconds=60.0, max_bytes=2 * 1024 * 1024)
+    config = DiscordConfig(TOKEN, api_base=fake.api_base, gateway_url=None, guild_id=None, message_content=True)
+    task = await _run_bot(config, recognizer)
+    await fake.wait_ready()
+    yield task
+    assert not task.done(), f"the bot stopped by itself: {task}"
+    await _stop(task)
+    await client.close()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A photo of an MNIST test digit, its true label, and what the server itself reads in it."""
+
+    data: bytes
+    label: int
+    digit: int
+    confidence: float
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def readings(digits_server, digit_samples) -> list[Reading]:
+    """Photos the model reads right, best first, with distinct labels (asked of the server, so the
+    tests hold for whichever checkpoint is shipped; a well-trained one reads them all)."""
+    right: dict[int, Reading] = {}
+    async with DigitsClient(digits_server.target, timeout=10.0) as client:
+        for label, images in digit_samples.items():
+            for img in images:
+                data = photo(img)
+                p = await client.predict_image(data)
+                if p.digit == label and (label not in right or p.confidence > right[label].confidence):
+                    right[label] = Reading(data, label, p.digit, p.confidence)
+    assert right, "the shipped model reads none of the 50 sample photos right"
+    return sorted(right.values(), key=lambda r: -r.confidence)
+
+
+@pytest.fixture(scope="module")
+def clear(readings) -> Reading:
+    return readings[0]
+
+
+def assert_digit_embed(reply, reading: Reading) -> None:
+    """The reply is the digit embed for `reading`: its true label, confidence, runner-up iff unsure, seen.png."""
+    assert reply.embeds, f"expected an embed, got {reply.payload!r}"
+    embed = reply.embeds[0]
+    assert embed["title"].endswith(f" {reading.label}"), embed
+    fields = {f["name"]: f["value"] for f in embed.get("fields", [])}
+    assert fields["Confidence"].endswith("%"), embed
+    assert ("Runner-up" in fields) == (reading.confidence < LOW_CONFIDENCE), embed
+    assert embed["thumbnail"]["url"] == "attachment://seen.png"
+    seen = Image.open(io.BytesIO(reply.files["seen.png"]))
+    assert seen.format == "PNG" and seen.size == (224, 224)
+    # The model's 28x28 input upscaled with nearest neighbour: 8x8 blocks of one value, with ink and background.
+    pixels = np.asarray(seen.convert("L"))
+    assert (pixels[::8, ::8].repeat(8, 0).repeat(8, 1) == pixels).all()
+    assert pixels.max() > 128 and pixels.min() < 64
+
+
+async def test_login_sync_and_gateway_handshake(fake, bot):
+    assert ("GET", "/users/@me") in fake.requests
+    assert ("GET", "/gateway/bot") in fake.requests  # no DISCORD_GATEWAY_URL: discovered from REST
+    commands = {c["name"]: c for c in fake.synced_commands["global"]}
+    assert commands["digit"]["type"] == 1
+    assert commands["digit"]["options"] == [
+        {"type": 11, "name": "image", "description": commands["digit"]["options"][0]["description"], "required": True}
+    ]
+    assert commands["Read digit"]["type"] == 3
+    identify = fake.identifies[-1]
+    assert identify["token_ok"] and identify["intents"] & (1 << 15)  # message-content intent requested
+    await fake.wait_until(lambda: fake.heartbeats >= 1, what="a heartbeat")
+    assert fake.unauthorized == 0
+
+
+async def test_slash_command_reads_digits(fake, bot, readings):
+    user = fake.new_user()
+    for reading in readings[:3]:
+        token = await fake.invoke_slash("digit", fake.attachment(reading.data), user=user)
+        reply = await fake.final_reply(token)
+        first = fake.replies_to(token)[0]
+        assert first.kind == "callback" and first.payload["type"] == CALLBACK_DEFERRED_CHANNEL_MESSAGE
+        assert reply.kind == "followup"
+        assert_digit_embed(reply, reading)
+
+
+async def test_context_menu_reads_digit(fake, bot, clear):
+    message = fake.message("look at this", [fake.attachment(b"%PDF-1.4", "notes.pdf", "application/pdf"),
+                                            fake.attachment(clear.data)])
+    token = await fake.invoke_message_command("Read digit", message, user=fake.new_user())
+    assert_digit_embed(await fake.final_reply(token), clear)
+
+
+async def test_mention_and_dm_read_digit(fake, bot, readings):
+    user = fake.new_user()
+    first, second = readings[0], readings[min(1, len(readings) - 1)]
+    ignored = await fake.send_message("no mention", [fake.attachment(first.data)], author=user)
+    mention = await fake.send_message("what is it?", [fake.attachment(first.data)], mention_bot=True, author=user)
+    reply = await fake.final_reply(mention["id"])
+    assert reply.kind == "message"
+    assert_digit_embed(reply, first)
+    assert reply.payload["allowed_mentions"]["parse"] == []  # a reply never pings anyone
+    dm = await fake.send_message("", [fake.attachment(second.data, "d.png", "image/jpeg")], dm=True, author=user)
+    assert_digit_embed(await fake.final_reply(dm["id"]), second)
+    assert fake.replies_to(ignored["id"]) == []  # a guild message that does not mention the bot is not its business
+
+
+async def test_not_an_image_is_refused_before_download(fake, bot):
+    attachment = fake.attachment(b"%PDF-1.4 not a digit", "homework.pdf", "application/pdf")
+    token = await fake.invoke_slash("digit", attachment, user=fake.new_user())
+    reply = await fake.final_reply(token)
+    assert reply.kind == "callback" and reply.payload["type"] == CALLBACK_CHANNEL_MESSAGE
+    assert reply.content == NOT_IMAGE_TEXT and reply.flags & EPHEMERAL_FLAG
+    assert attachment["id"] not in fake.cdn_downloads
+
+
+async def test_too_large_is_refused_before_download(fake, bot, clear):
+    attachment = fake.attachment(clear.data, size=25 * 1024 * 1024)
+    message = await fake.send_message("", [attachment], mention_bot=True, author=fake.new_user())
+    reply = await fake.final_reply(message["id"])
+    assert "too large" in reply.content and "2 MB" in reply.content
+    assert attachment["id"] not in fake.cdn_downloads
+
+
+async def test_corrupt_image_gets_not_an_image(fake, bot):
+    attachment = fake.attachment(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50, "digit.png", "image/png")
+    token = await fake.invoke_slash("digit", attachment, user=fake.new_user())
+    reply = await fake.final_reply(token)
+    assert reply.kind == "followup" and reply.content == NOT_IMAGE_TEXT
+    assert attachment["id"] in fake.cdn_downloads  # metadata looked fine, so it was downloaded and checked
+
+
+async def test_blank_photo_gets_no_digit(fake, bot):
+    token = await fake.invoke_slash("digit", fake.attachment(blank_photo()), user=fake.new_user())
+    assert (await fake.final_reply(token)).content == NO_DIGIT_TEXT
+
+
+async def test_empty_file_and_missing_image(fake, bot):
+    user = fake.new_user()
+    token = await fake.invoke_slash("digit", fake.attachment(b"", "empty.jpg", "image/jpeg"), user=user)
+    assert (await fake.final_reply(token)).content == NOT_IMAGE_TEXT
+    token = await fake.invoke_message_command("Read digit", fake.message("just text"), user=user)
+    reply = await fake.final_reply(token)
+    assert reply.content == NO_IMAGE_TEXT and reply.flags & EPHEMERAL_FLAG
+    message = await fake.send_message("hello", mention_bot=True, author=user)
+    assert "handwritten digit" in (await fake.final_reply(message["id"])).content  # the core's help text
+
+
+async def test_rate_limit_is_per_user_and_polite(fake, bot, clear):
+    flooder, other = fake.new_user("flooder"), fake.new_user("other")
+    data = clear.data
+    tokens = [await fake.invoke_slash("digit", fake.attachment(data), user=flooder) for _ in range(RATE + 1)]
+    replies = [await fake.final_reply(t) for t in tokens]
+    assert all(r.embeds for r in replies[:RATE])
+    last = replies[-1]
+    assert "faster than I can read" in last.content and last.flags & EPHEMERAL_FLAG
+    token = await fake.invoke_slash("digit", fake.attachment(data), user=other)
+    assert (await fake.final_reply(token)).embeds
+
+
+async def test_server_down_then_recovers(fake, bot, clear, digits_server):
+    data = clear.data
+    user = fake.new_user()
+    await asyncio.to_thread(digits_server.stop)
+    try:
+        token = await fake.invoke_slash("digit", fake.attachment(data), user=user)
+        assert (await fake.final_reply(token, timeout=30)).content == UNAVAILABLE_TEXT
+        message = await fake.send_message("", [fake.attachment(data)], mention_bot=True, author=user)
+        assert (await fake.final_reply(message["id"], timeout=30)).content == UNAVAILABLE_TEXT
+    finally:
+        await asyncio.to_thread(digits_server.start)
+    token = await fake.invoke_slash("digit", fake.attachment(data), user=user)
+    assert_digit_embed(await fake.final_reply(token, timeout=30), clear)
+
+
+async def test_gateway_drop_reconnects(fake, bot, clear):
+    before = len(fake.identifies)
+    await fake.disconnect_all(code=4000)
+    await fake.wait_until(lambda: len(fake.identifies) > before and fake.connected, 30, "the bot to reconnect")
+    token = await fake.invoke_slash("digit", fake.attachment(clear.data), user=fake.new_user())
+    assert_digit_embed(await fake.final_reply(token), clear)
+
+
+async def test_without_message_content_intent_and_guild_sync(digits_server, clear, caplog):
+    """Discord refuses the privileged intent (close 4014): the bot says so and runs without it."""
+    fake = await FakeDiscord(TOKEN, grant_message_content=False).start()
+    client = DigitsClient(digits_server.target, timeout=5.0)
+    config = DiscordConfig(TOKEN, api_base=fake.api_base, gateway_url=fake.gateway_url, guild_id=fake.guild_id)
+    caplog.set_level(logging.INFO)
+    task = await _run_bot(config, Recognizer(client))
+    try:
+        await fake.wait_ready()
+        assert [bool(i["intents"] & (1 << 15)) for i in fake.identifies] == [True, False]
+        assert "refused the message-content intent" in caplog.text
+        assert ("GET", "/gateway/bot") not in fake.requests  # DISCORD_GATEWAY_URL wins
+        assert set(fake.synced_commands) == {str(fake.guild_id)}  # guild sync only, nothing global
+        token = await fake.invoke_slash("digit", fake.attachment(clear.data))
+        assert_digit_embed(await fake.final_reply(token), clear)
+        # Discord still shows a bot the content of messages that mention it.
+        message = await fake.send_message("", [fake.attachment(clear.data)], mention_bot=True)
+        assert_digit_embed(await fake.final_reply(message["id"]), clear)
+    finally:
+        await _stop(task)
+        await client.close()
+        await fake.stop()
+
+
+async def test_token_never_logged(fake, bot, logs):
+    assert len(logs.lines) > 20  # the collector really saw the bot's debug logging
+    assert not [line for line in logs.lines if TOKEN in line]
