@@ -96,11 +96,11 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str | None) ->
 def format_html(answer: Answer) -> str:
     """Telegram-flavoured reply: the digit in bold, the hint in italics; other outcomes as plain text."""
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
-        return html.escape(answer.text)
+        return html.escape(answer.text, quote=False)
     if answer.runner_up is None:
         return f"It's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure)."
     other, other_conf = answer.runner_up
-    hint = html.escape(answer.text.splitlines()[-1])
+    hint = html.escape(answer.text.splitlines()[-1], quote=False)
     return (
         f"I think it's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure), "
         f"but it could be a <b>{other}</b> ({other_conf:.0%}).\n<i>{hint}</i>"

@@ -61,6 +61,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.delivered_at: dict[int, float] = {}  # update_id -> when getUpdates handed it over
         self.webhook_url: str | None = None
+        self.fail_chats: set[int] = set()  # send* calls to these chats fail like a deleted chat would
         self._updates: list[dict[str, Any]] = []
         self._files: dict[str, tuple[str, bytes, int | None]] = {}
         self._ids = itertools.count(1)
@@ -185,10 +186,21 @@ class FakeTelegram:
             }
         return self.push_update({"message": msg}), message_id
 
-    def photo(self, data: bytes, *, reported_size: int | None = None, **kw: Any) -> tuple[int, int]:
+    def files_named(self, name: str) -> set[str]:
+        """The file_ids stored under `name` (to check what the bot did or did not download)."""
+        with self._lock:
+            return {fid for fid, (path, _, _) in self._files.items() if path.endswith("/" + name)}
+
+    def downloaded(self) -> set[str]:
+        """The file_ids the bot asked for with getFile."""
+        return {str(c.params.get("file_id")) for c in self.sent("getFile")}
+
+    def photo(
+        self, data: bytes, *, reported_size: int | None = None, name: str = "photo.jpg", **kw: Any
+    ) -> tuple[int, int]:
         """A photo message: a tiny thumbnail plus the full-size image (the bot must pick the largest)."""
         thumb = self.add_file(b"not the real photo", name="thumb.jpg")
-        big = self.add_file(data, reported_size=reported_size)
+        big = self.add_file(data, reported_size=reported_size, name=name)
         size = reported_size if reported_size is not None else len(data)
         sizes = [
             {"file_id": thumb, "file_unique_id": f"u{thumb}", "width": 90, "height": 67, "file_size": 18},
@@ -256,6 +268,10 @@ class FakeTelegram:
         if method != "getUpdates":
             with self._lock:
                 self.calls.append(Call(method, params, files, time.perf_counter()))
+        chat = params.get("chat_id")
+        if method.startswith("send") and chat is not None and int(chat) in self.fail_chats:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: chat not found"},
+                                     status=400)
         result = await handler(params, files)
         if isinstance(result, web.Response):
             return result
