@@ -228,6 +228,9 @@ async def test_empty_file_and_missing_image(fake, bot):
     user = fake.new_user()
     token = await fake.invoke_slash("digit", fake.attachment(b"", "empty.jpg", "image/jpeg"), user=user)
     assert (await fake.final_reply(token)).content == NOT_IMAGE_TEXT
+    pdf_only = fake.message("see attached", [fake.attachment(b"%PDF-1.4", "a.pdf", "application/pdf")])
+    token = await fake.invoke_message_command("Read digit", pdf_only, user=user)
+    assert (await fake.final_reply(token)).content == NOT_IMAGE_TEXT  # not silence, not a download
     token = await fake.invoke_message_command("Read digit", fake.message("just text"), user=user)
     reply = await fake.final_reply(token)
     assert reply.content == NO_IMAGE_TEXT and reply.flags & EPHEMERAL_FLAG
