@@ -270,6 +270,15 @@ def build_application(
     return app
 
 
+class _NoTracebackForBadToken(logging.Filter):
+    """PTB logs a rejected token with a full traceback; main() already prints a one-line explanation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], InvalidToken):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="digits-telegram",
@@ -301,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     secret = os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redactor = protect_secrets(token, secret)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoTracebackForBadToken())
     api_url = os.environ.get("TELEGRAM_API_URL") or DEFAULT_API_URL
     app = build_application(token, api_url=api_url, config=config_from_env())
     try:

@@ -1,0 +1,88 @@
+"""The commands as users run them: `digits-run` (server + Telegram bot) and `digits-telegram`, as real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_telegram import FakeTelegram, digit_photo
+
+from server.testing import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any real bot tokens, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")}
+    return {**env, **extra}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("command", ["digits-run", "digits-telegram"])
+def test_help(command):
+    result = subprocess.run([BIN / command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_missing_token_is_a_clear_error(tmp_path):
+    result = subprocess.run([BIN / "digits-telegram"], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path, env=clean_env())
+    assert result.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_from_dotenv_and_rejected_token(tmp_path):
+    """A token in .env is picked up; Telegram refusing it is a clear error too (exit 2, no traceback)."""
+    with FakeTelegram() as fake:
+        (tmp_path / ".env").write_text(f"TELEGRAM_BOT_TOKEN=999:wrong-token\nTELEGRAM_API_URL={fake.root}\n")
+        result = subprocess.run([BIN / "digits-telegram"], capture_output=True, text=True, timeout=60,
+                                cwd=tmp_path, env=clean_env())
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "rejected TELEGRAM_BOT_TOKEN" in result.stderr and "Traceback" not in result.stderr
+    assert "wrong-token" not in result.stderr + result.stdout
+
+
+def test_digits_run_serves_a_photo_and_stops_everything_on_ctrl_c(tmp_path, digit_samples):
+    log_path = tmp_path / "digits-run.log"
+    with FakeTelegram() as fake, log_path.open("w") as log:
+        env = clean_env(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.root, LOG_LEVEL="DEBUG")
+        port = free_port()
+        run = subprocess.Popen([BIN / "digits-run", "--port", str(port), "--metrics-port", "0"],
+                               cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "started the telegram bot" not in log_path.read_text():
+                assert run.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            _, mid = fake.photo(digit_photo(digit_samples[0][0]), chat_id=77, user_id=77)
+            deadline = time.monotonic() + 60
+            while not [c for c in fake.sent("sendMessage") if c.reply_to == mid]:
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.1)
+            reply = [c for c in fake.sent("sendMessage") if c.reply_to == mid][0]
+            assert "sure)" in reply.params["text"]
+        finally:
+            run.send_signal(signal.SIGINT)
+            code = run.wait(60)
+    output = log_path.read_text()
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
+    assert code == 0, output[-3000:]
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+    assert "server stopped (exit code 0)" in output and "telegram bot stopped" in output
+    assert "discord bot not started: set DISCORD_BOT_TOKEN" in output
+    assert fake.token not in output
