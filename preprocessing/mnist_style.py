@@ -1,28 +1,32 @@
-"""PLACEHOLDER implementation (naive): the preprocessing issue replaces the internals, keeping this API."""
+"""Image bytes -> a 28x28 uint8 digit in MNIST's convention, or a clear error, or "no digit found".
+
+The pipeline, one module per step: decode (bombs refused from the header, big JPEGs decoded at
+reduced size, EXIF orientation, transparency), segment (polarity, background, ink, the strokes that
+belong together), normalize (stroke width, 20x20 fit, center of mass). The server and the bots both
+call `preprocess`, so the model sees the same thing whichever way an image arrives.
+"""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from preprocessing.decode import decode
+from preprocessing.errors import ImageTooLargeError, PreprocessError, UnreadableImageError
+from preprocessing.normalize import to_mnist
+from preprocessing.segment import find_digit
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
-
-class PreprocessError(ValueError):
-    """Bytes that cannot become a digit image. `reason` is a stable machine-readable code."""
-
-    reason = "UNREADABLE_IMAGE"
-
-
-class UnreadableImageError(PreprocessError):
-    reason = "UNREADABLE_IMAGE"
-
-
-class ImageTooLargeError(PreprocessError):
-    reason = "IMAGE_TOO_LARGE"
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageTooLargeError",
+    "PreprocessError",
+    "Preprocessed",
+    "UnreadableImageError",
+    "preprocess",
+]
 
 
 @dataclass(frozen=True)
@@ -36,18 +40,25 @@ class Preprocessed:
 
 
 def preprocess(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessed:
-    try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > max_pixels:
-            raise ImageTooLargeError(f"image is {img.width}x{img.height}, over the {max_pixels} pixel limit")
-        img = img.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, PreprocessError):
-            raise
-        raise UnreadableImageError(f"not a readable image: {exc}") from exc
-    a = np.asarray(img.resize((28, 28)), dtype=np.uint8)
-    if a.mean() > 127:
-        a = 255 - a
-    if a.max() - a.min() < 30:
+    """Decode `data` and return the digit framed like MNIST.
+
+    bbox is in the pixels of the image as displayed (after EXIF orientation). Raises
+    UnreadableImageError or ImageTooLargeError (both PreprocessError) and nothing else for bad bytes.
+    """
+    decoded = decode(data, max_pixels)
+    found = find_digit(decoded.gray)
+    if found is None:
         return Preprocessed(np.zeros((28, 28), np.uint8), None)
-    return Preprocessed(a, (0, 0, img.width, img.height))
+    pixels = to_mnist(found.ink)
+    if not pixels.any():
+        return Preprocessed(pixels, None)
+    sx, sy = decoded.scale
+    width, height = decoded.size
+    left, top, right, bottom = found.box
+    bbox = (
+        max(0, int(left * sx)),
+        max(0, int(top * sy)),
+        min(width, max(int(left * sx) + 1, round(right * sx))),
+        min(height, max(int(top * sy) + 1, round(bottom * sy))),
+    )
+    return Preprocessed(pixels, bbox)

@@ -1,0 +1,114 @@
+"""Bytes -> a small grayscale float array, refusing bombs before decoding and decoding big photos cheaply.
+
+Why a separate step: everything after this works on one array of at most about WORK_SIDE pixels per
+side, whatever came in (a 12-megapixel JPEG, a 28x28 PNG, a transparent sketch), so the cost of the
+rest of the pipeline does not grow with the camera.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from preprocessing.errors import ImageTooLargeError, PreprocessError, UnreadableImageError
+
+# Formats a chat user plausibly sends. Restricting Image.open to these keeps Pillow away from
+# plugins that shell out (EPS -> Ghostscript) or parse exotic containers. Phone MPO files open as JPEG.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+# Long side of the working image. A digit that fills a tenth of the frame still spans ~35 px.
+WORK_SIDE = 320
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    gray: np.ndarray  # (h, w) float32, 0..255, EXIF orientation applied, transparency composited
+    scale: tuple[float, float]  # (sx, sy): multiply working coordinates by these for original pixels
+    size: tuple[int, int]  # (width, height) of the original image after EXIF orientation
+
+
+def open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse only the header and refuse oversized images: Image.open does not decode pixels."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UnreadableImageError(f"expected image bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise UnreadableImageError("empty input: no image bytes")
+    try:
+        img = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow's parsers raise many types on hostile bytes
+        raise UnreadableImageError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise UnreadableImageError(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the {max_pixels} pixel limit")
+    return img
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> float32 luminance 0..255; transparency goes onto a contrasting background."""
+    mode = img.mode
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        hi = float(a.max()) if a.size else 0.0
+        if mode.startswith("I;16") or hi > 255.0:
+            a = a * (255.0 / (65535.0 if hi <= 65535.0 else hi))
+        elif mode == "F" and hi <= 1.0:
+            a = a * 255.0
+        return np.clip(a, 0.0, 255.0)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        if mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        a = np.asarray(img, dtype=np.float32)
+        return a @ _LUMA if a.ndim == 3 else a
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3] / 255.0
+    lum = rgba[..., :3] @ _LUMA
+    if alpha.min() > 0.99:
+        return lum
+    opaque = lum[alpha > 0.5]
+    if opaque.size == 0:
+        return np.full(lum.shape, 255.0, np.float32)  # fully transparent: a blank canvas
+    # Drawing apps export strokes on a transparent canvas: the visible pixels are the ink, so the
+    # canvas must take the opposite polarity (dark strokes on white, light strokes on black).
+    background = 255.0 if float(np.median(opaque)) < 128.0 else 0.0
+    return lum * alpha + background * (1.0 - alpha)
+
+
+def decode(data: bytes, max_pixels: int) -> Decoded:
+    img = open_checked(data, max_pixels)
+    w0, h0 = img.size
+    try:
+        if img.format in ("JPEG", "MPO"):
+            # DCT-domain downscaling (1/2..1/8) while decoding: a 12 MP photo costs a fraction.
+            f = WORK_SIDE / max(w0, h0)
+            if f < 1.0:
+                img.draft("L" if img.mode == "L" else "RGB", (math.ceil(w0 * f), math.ceil(h0 * f)))
+        img.load()
+        swapped = False
+        try:
+            swapped = img.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that turn by 90 degrees
+            img = ImageOps.exif_transpose(img) or img
+        except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose an otherwise fine image
+            swapped = False
+        if img.mode == "P" and "transparency" not in img.info:
+            img = img.convert("RGB")
+        elif img.mode in ("P", "PA", "LA", "La", "RGBa", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGBA" if img.mode in ("P", "PA", "LA", "La", "RGBa") else "RGB")
+        k = -(-max(img.size) // WORK_SIDE)  # ceil: the working image never exceeds WORK_SIDE
+        if k >= 2 and img.mode in ("L", "RGB", "RGBA", "I", "F"):
+            img = img.reduce(k)  # box filter: cheap, and averages away sensor noise
+        gray = _to_gray(img)
+    except PreprocessError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated data and decoder bugs surface here as anything
+        raise UnreadableImageError(f"image could not be decoded ({type(exc).__name__}: {exc})") from exc
+    ow, oh = (h0, w0) if swapped else (w0, h0)
+    return Decoded(gray, (ow / gray.shape[1], oh / gray.shape[0]), (ow, oh))

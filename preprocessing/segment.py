@@ -1,0 +1,168 @@
+"""Find the digit in a grayscale image: polarity, background, ink, and the strokes that belong together.
+
+Why not one global threshold: phone photos have lighting gradients, vignetting, shadows and tinted
+paper, so "dark" means darker than the paper *around it*. The paper is estimated by a morphological
+closing (strokes are removed, smooth lighting kept), and ink is measured relative to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit: light pencil is ~0.25
+MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
+KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
+LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
+MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
+MIN_EXTENT_PX = 6  # ... and at least this many working pixels
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Ink:
+    ink: np.ndarray  # (h, w) float32 in [0, 1] over the digit's box: 1 = stroke core, 0 = background
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) of that box in working coordinates
+
+
+def _dark_ink(gray: np.ndarray) -> bool:
+    """True when ink is darker than the background: ink is the minority, so it lies in the long tail."""
+    sample = gray[::2, ::2] if gray.size > 4096 else gray
+    p_lo, med, p_hi = np.percentile(sample, (1, 50, 99))
+    return (p_hi - med) <= (med - p_lo)
+
+
+def _background(gray: np.ndarray, frac: float) -> np.ndarray:
+    """Paper brightness under dark ink: a closing `frac` of the long side wide, computed at half size.
+
+    The closing erases dark strokes narrower than its width and keeps lighting that varies more
+    slowly; a narrow closing follows shadows better, a wide one is needed for marker strokes.
+    """
+    h, w = gray.shape
+    step = 2 if min(h, w) >= 64 else 1
+    small = gray[: h - h % step, : w - w % step]
+    if step > 1:
+        small = small.reshape(h // step, step, w // step, step).mean(axis=(1, 3))
+    k = max(5, int(frac * max(small.shape)) | 1)
+    bg = ndi.minimum_filter(ndi.maximum_filter(small, k, mode="nearest"), k, mode="nearest")
+    bg = ndi.uniform_filter(bg, max(3, k // 2), mode="nearest")
+    if step > 1:
+        bg = np.repeat(np.repeat(bg, step, axis=0), step, axis=1)
+        bg = np.pad(bg, ((0, h - bg.shape[0]), (0, w - bg.shape[1])), mode="edge")
+        bg = ndi.uniform_filter(bg, step + 1, mode="nearest")
+    return np.maximum(bg, gray)
+
+
+def find_digit(gray: np.ndarray) -> Ink | None:
+    """The digit's ink and box, or None when nothing digit-like stands out from the background.
+
+    A narrow background closing first; a wide one when the strokes turn out too thick for it
+    (their dark insides left unexplained), or when the narrow one found nothing.
+    """
+    g = gray if _dark_ink(gray) else 255.0 - gray
+    for i, frac in enumerate(KERNELS):
+        bg = _background(g, frac)
+        raw = np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32)
+        found = _select(raw, min_seed=MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE)
+        if found is not None and (i == len(KERNELS) - 1 or not _hollow(g, bg, found)):
+            return found.ink
+    return None
+
+
+@dataclass(frozen=True)
+class _Found:
+    ink: Ink
+    mask: np.ndarray  # the selected strokes over ink.box
+
+
+def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
+    """True when dark pixels inside the digit's box were not counted as ink: marker strokes wider
+    than the closing, seen only along their edges."""
+    left, top, right, bottom = found.ink.box
+    gg, bb, m = g[top:bottom, left:right], bg[top:bottom, left:right], found.mask
+    if not m.any():
+        return False
+    ink_level = float(np.percentile(gg[m], 10))
+    paper = float(np.median(bb))
+    dark = gg < (ink_level + paper) / 2
+    return int((dark & ~m).sum()) > 0.3 * int(m.sum())
+
+
+def _select(raw: np.ndarray, min_seed: float) -> _Found | None:
+    """Threshold with hysteresis, then keep the strongest stroke group and the pieces near it."""
+    h, w = raw.shape
+    # detection looks through a slight blur (JPEG and sensor noise are pixel-sized, strokes are not);
+    # the ink handed on keeps the unblurred detail
+    r = ndi.gaussian_filter(raw, 0.6) if h * w > 16 else raw
+    sample = r[::2, ::2] if r.size > 4096 else r
+    med = float(np.median(sample))
+    sigma = 1.4826 * float(np.median(np.abs(sample - med)))
+    t_low = max(LOW_FLOOR, med + 4.0 * sigma)
+    t_seed = max(min_seed, med + 8.0 * sigma, 2.0 * t_low)
+    on = r > t_low
+    labels, n = ndi.label(on, structure=_EIGHT)
+    if n == 0:
+        return None
+    lab, val = labels[on], r[on]
+    area = np.bincount(lab, minlength=n + 1)[1:]
+    mass = np.bincount(lab, weights=val, minlength=n + 1)[1:]
+    peak = np.zeros(n + 1, dtype=np.float32)
+    np.maximum.at(peak, lab, val)
+    peak = peak[1:]
+    slices = ndi.find_objects(labels)
+    frame = np.zeros(n + 1, dtype=bool)
+    sides = np.zeros(n + 1, dtype=np.int64)
+    for line, side in ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h)):
+        counts = np.bincount(line, minlength=n + 1)
+        sides += counts > 0
+        # a band along the frame (paper edge, table, shadow) touches one side for a long stretch
+        frame |= counts > 0.2 * side
+    # a paper corner or the table seen past it touches two sides at once; a digit almost never does
+    frame |= sides >= 2
+    border = (sides > 0)[1:]
+    ok = (peak >= t_seed) & (area >= 3) & ~frame[1:]
+    if not ok.any():
+        return None
+    # a digit cut by the frame or drawn to the canvas edge is possible, but a mark at the edge is
+    # more often the paper's edge: such components weigh half when choosing the digit
+    weight = np.where(border, 0.5, 1.0) * mass
+    candidates = [int(i) for i in np.argsort(-weight) if ok[i]]
+    core = candidates[0]
+    if not border[core]:
+        candidates = [i for i in candidates if not border[i]]
+    left, top, right, bottom = _box(slices[core])
+    chosen = [core]
+    grew = True
+    while grew:  # gather the pieces of a broken stroke, but not marks away from the digit
+        grew = False
+        margin = 0.25 * max(right - left, bottom - top) + 2
+        for i in candidates:
+            if i in chosen or mass[i] < 0.02 * mass[core]:
+                continue
+            l2, t2, r2, b2 = _box(slices[i])
+            if max(l2 - right, left - r2, t2 - bottom, top - b2) <= margin:
+                chosen.append(i)
+                left, top, right, bottom = min(left, l2), min(top, t2), max(right, r2), max(bottom, b2)
+                grew = True
+    if max(right - left, bottom - top) < max(MIN_EXTENT_PX, MIN_EXTENT * max(h, w)):
+        return None
+    t0, l0 = max(0, top - 1), max(0, left - 1)
+    b0, r0 = min(h, bottom + 1), min(w, right + 1)
+    selected = np.isin(labels[t0:b0, l0:r0], np.asarray(chosen) + 1)
+    mask = ndi.binary_dilation(selected, structure=_EIGHT)  # keep the anti-aliased fringe of the strokes
+    crop = raw[t0:b0, l0:r0]
+    core_level = float(np.percentile(crop[selected], 90))
+    floor = 0.5 * t_low
+    ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask
+    ys, xs = np.nonzero(ink > 0)
+    if ys.size == 0:
+        return None
+    y1, y2, x1, x2 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    box = (l0 + x1, t0 + y1, l0 + x2, t0 + y2)
+    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2])
+
+
+def _box(s: tuple[slice, slice]) -> tuple[int, int, int, int]:
+    return s[1].start, s[0].start, s[1].stop, s[0].stop
