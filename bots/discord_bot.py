@@ -222,7 +222,8 @@ class DigitsBot(discord.Client):
             log.exception("could not answer interaction %s", interaction.id)
 
     async def on_message(self, message: discord.Message) -> None:
-        """Images in DMs, or in guild messages that mention the bot, get a reply."""
+        """Images in DMs, or in guild messages that mention the bot (or reply to someone's image, mentioning
+        it), get a reply."""
         if message.author.bot or self.user is None:
             return
         in_dm = message.guild is None
@@ -231,6 +232,9 @@ class DigitsBot(discord.Client):
             return
         try:
             attachment = pick_attachment(message.attachments)
+            referenced = message.reference.resolved if message.reference else None
+            if attachment is None and isinstance(referenced, discord.Message) and referenced.author.id != self.user.id:
+                attachment = pick_attachment(referenced.attachments)  # "@digits" in reply to someone's photo
             if attachment is None:
                 await message.reply(self.recognizer.HELP_TEXT, mention_author=False)
                 return

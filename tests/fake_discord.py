@@ -193,7 +193,8 @@ class FakeDiscord:
         return payload
 
     def message(self, content: str = "", attachments: list[dict[str, Any]] | None = None, *,
-                dm: bool = False, mention_bot: bool = False, author: dict[str, Any] | None = None) -> dict[str, Any]:
+                dm: bool = False, mention_bot: bool = False, author: dict[str, Any] | None = None,
+                reply_to: dict[str, Any] | None = None) -> dict[str, Any]:
         """A message payload as Discord would deliver it in MESSAGE_CREATE (before intent filtering)."""
         author = author or self.user
         mentions = []
@@ -216,6 +217,10 @@ class FakeDiscord:
             "pinned": False,
             "type": 0,
         }
+        if reply_to is not None:
+            data["type"] = 19  # REPLY
+            data["message_reference"] = {"message_id": reply_to["id"], "channel_id": reply_to["channel_id"]}
+            data["referenced_message"] = reply_to
         if not dm:
             data["guild_id"] = str(self.guild_id)
             data["member"] = {"roles": [], "joined_at": "2025-01-01T00:00:00+00:00", "deaf": False, "mute": False,
@@ -223,10 +228,10 @@ class FakeDiscord:
         return data
 
     async def send_message(self, content: str = "", attachments: list[dict[str, Any]] | None = None, *,
-                           dm: bool = False, mention_bot: bool = False,
-                           author: dict[str, Any] | None = None) -> dict[str, Any]:
+                           dm: bool = False, mention_bot: bool = False, author: dict[str, Any] | None = None,
+                           reply_to: dict[str, Any] | None = None) -> dict[str, Any]:
         """A user posts a message: dispatch MESSAGE_CREATE to every identified bot session that may see it."""
-        data = self.message(content, attachments, dm=dm, mention_bot=mention_bot, author=author)
+        data = self.message(content, attachments, dm=dm, mention_bot=mention_bot, author=author, reply_to=reply_to)
         await self._dispatch_message(data)
         return data
 

@@ -173,6 +173,11 @@ async def test_slash_command_reads_digits(fake, bot, readings):
         assert_digit_embed(reply, reading)
 
 
+async def test_slash_command_in_a_dm(fake, bot, clear):
+    token = await fake.invoke_slash("digit", fake.attachment(clear.data), dm=True, user=fake.new_user())
+    assert_digit_embed(await fake.final_reply(token), clear)
+
+
 async def test_context_menu_reads_digit(fake, bot, clear):
     message = fake.message("look at this", [fake.attachment(b"%PDF-1.4", "notes.pdf", "application/pdf"),
                                             fake.attachment(clear.data)])
@@ -191,7 +196,14 @@ async def test_mention_and_dm_read_digit(fake, bot, readings):
     assert reply.payload["allowed_mentions"]["parse"] == []  # a reply never pings anyone
     dm = await fake.send_message("", [fake.attachment(second.data, "d.png", "image/jpeg")], dm=True, author=user)
     assert_digit_embed(await fake.final_reply(dm["id"]), second)
+    # "@digits" in reply to someone else's photo reads that photo.
+    answer = await fake.send_message("this one?", mention_bot=True, author=user, reply_to=ignored)
+    assert_digit_embed(await fake.final_reply(answer["id"]), first)
     assert fake.replies_to(ignored["id"]) == []  # a guild message that does not mention the bot is not its business
+    # Replying "thanks @digits" to the bot's own answer does not make it read its own thumbnail again.
+    own = fake.message("", [fake.attachment(reply.files["seen.png"], "seen.png", "image/png")], author=fake.bot_user)
+    thanks = await fake.send_message("thanks", mention_bot=True, author=user, reply_to=own)
+    assert "handwritten digit" in (await fake.final_reply(thanks["id"])).content
 
 
 async def test_not_an_image_is_refused_before_download(fake, bot):
