@@ -67,6 +67,7 @@ class FakeTelegram:
         self._ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every recorded call
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_update: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -244,6 +245,19 @@ class FakeTelegram:
                 raise AssertionError(f"timed out waiting for {count} x {method} (reply_to={reply_to}); last: {seen}")
             await asyncio.sleep(0.01)
 
+    def wait_for_sync(self, method: str, *, reply_to: int, timeout: float = 30.0) -> Call:
+        """Blocking wait for the call that replies to `reply_to` (for benchmarks and process tests)."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for call in reversed(self.calls):
+                    if call.method == method and call.reply_to == reply_to:
+                        return call
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {method} replying to message {reply_to} within {timeout:g} s")
+                self._arrived.wait(remaining)
+
     # -- the Bot API -------------------------------------------------------------------------------
     async def _handle_method(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
@@ -268,6 +282,7 @@ class FakeTelegram:
         if method != "getUpdates":
             with self._lock:
                 self.calls.append(Call(method, params, files, time.perf_counter()))
+                self._arrived.notify_all()
         chat = params.get("chat_id")
         if method.startswith("send") and chat is not None and int(chat) in self.fail_chats:
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: chat not found"},
