@@ -1,9 +1,10 @@
 """Dynamic batching: gather concurrent requests into one model call, like Triton's dynamic batcher.
 
 A batch leaves when it is full (`max_batch_size`) or when its oldest request has waited
-`max_delay_s`. While the model runs, new requests pile up, so under load batches fill without
-waiting. The queue is bounded: a full queue fails at once instead of growing memory. Requests
-whose caller is gone (cancelled) or whose deadline passed are dropped before inference.
+`max_delay_s`; a lone request after a batch of one (one-at-a-time traffic) leaves at once. While
+the model runs, new requests pile up, so under load batches fill without waiting. The queue is
+bounded: a full queue fails at once instead of growing memory. Requests whose caller is gone
+(cancelled) or whose deadline passed are dropped before inference.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Batcher(Generic[R]):
         max_batch_size: int = 64,
         max_delay_s: float = 0.002,
         max_queue: int = 1024,
+        eager_when_idle: bool = True,
         on_batch: Callable[[int], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
     ) -> None:
@@ -60,11 +62,13 @@ class Batcher(Generic[R]):
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
+        self.eager_when_idle = eager_when_idle
         self.on_batch = on_batch
         self.on_drop = on_drop
         self._queue: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._want = 1
+        self._last_size = 0
         self._closed = False
         self._busy = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -98,7 +102,10 @@ class Batcher(Generic[R]):
             self._want = 1
             self._wake.clear()
             await self._wake.wait()
-        if self.max_delay_s > 0 and len(queue) < self.max_batch_size:
+        # One request waiting right after a batch of one: traffic is one-at-a-time, and waiting
+        # for company that is not coming would only add the delay to every request at idle.
+        lone = self.eager_when_idle and len(queue) == 1 and self._last_size <= 1
+        if self.max_delay_s > 0 and len(queue) < self.max_batch_size and not lone:
             wait = queue[0].arrival + self.max_delay_s - loop.time()
             if wait > 0:
                 self._want = self.max_batch_size
@@ -118,6 +125,7 @@ class Batcher(Generic[R]):
                 self._dropped("deadline")
             else:
                 batch.append(item)
+        self._last_size = len(batch)
         return batch
 
     def _dropped(self, reason: str) -> None:

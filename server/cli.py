@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     p.add_argument("--max-batch-size", type=int, default=64, help="largest model call; 1 turns batching off")
     p.add_argument("--max-batch-delay-ms", type=float, default=2.0, help="longest a request waits for a batch to fill")
+    p.add_argument(
+        "--no-eager-idle",
+        dest="eager_idle",
+        action="store_false",
+        help="always hold a request up to --max-batch-delay-ms, even when traffic is one-at-a-time",
+    )
     p.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this get RESOURCE_EXHAUSTED")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image preprocessing processes")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU intra-op threads (default: cores - 1)")
@@ -137,6 +143,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_delay_s=args.max_batch_delay_ms / 1000,
         max_queue=args.max_queue,
+        eager_when_idle=args.eager_idle,
         on_batch=metrics.batch_size.observe,
         on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
     )
@@ -150,7 +157,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     log.info(
         "serving model %s on %s:%d device=%s torch_threads=%s max_batch_size=%d max_batch_delay_ms=%g "
-        "max_queue=%d workers=%d metrics_port=%s tls=%s token=%s",
+        "eager_idle=%s max_queue=%d workers=%d metrics_port=%s tls=%s token=%s",
         runner.version,
         args.host,
         port,

@@ -1,0 +1,288 @@
+"""Benchmark digits-server: throughput and latency with batching on vs off, against two ceilings
+measured in the same run, plus photo throughput and the 10,000-image exactness check.
+
+    python benchmarks/server_bench.py [--clients 64] [--duration 10] [--device cpu]
+
+Each server is a real `python -m server` subprocess on a free loopback port; the load comes from
+N concurrent closed-loop callers on one grpc.aio channel in this process. Figures are printed,
+with the issue's targets next to them; nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+from digits.v1 import digits_pb2, digits_pb2_grpc
+from PIL import Image, ImageFilter
+
+from server.model_runner import ModelRunner
+from server.testing import ServerProcess
+from training.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from training.data import load_split
+from training.metrics import collect_logits, report
+
+
+@dataclass
+class Run:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_batch: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def batch_stats(metrics_url: str) -> tuple[float, float]:
+    """(sum, count) of the server's batch-size histogram."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("digits_batch_size_sum ", "digits_batch_size_count ")):
+            name, value = line.split(" ")
+            values[name] = float(value)
+    return values["digits_batch_size_sum"], values["digits_batch_size_count"]
+
+
+async def drive(target: str, method: str, requests: list, clients: int, duration: float, warmup: float = 1.0) -> Run:
+    """`clients` closed-loop callers on one channel; latencies after `warmup` seconds count."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = digits_pb2_grpc.DigitClassifierStub(channel)
+        call = getattr(stub, method)
+        latencies: list[float] = []
+        errors = 0
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + duration
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                try:
+                    await call(requests[i % len(requests)], timeout=30)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                t1 = time.perf_counter()
+                if t0 >= measure_from:
+                    latencies.append(t1 - t0)
+                i += clients
+
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        elapsed = time.perf_counter() - measure_from
+    latencies.sort()
+    ms = [x * 1000 for x in latencies]
+    return Run(method, len(ms), errors, elapsed, percentile(ms, 0.50), percentile(ms, 0.95), percentile(ms, 0.99))
+
+
+async def measured(server: ServerProcess, name: str, method: str, requests: list, clients: int, duration: float) -> Run:
+    before = batch_stats(server.metrics_url)
+    run = await drive(server.target, method, requests, clients, duration)
+    after = batch_stats(server.metrics_url)
+    run.name = name
+    if after[1] > before[1]:
+        run.mean_batch = (after[0] - before[0]) / (after[1] - before[1])
+    return run
+
+
+def model_ceiling(model: Path, device: str, batch: int = 256, seconds: float = 3.0) -> float:
+    """In-process images/s of the bare model at batch 256 (all cores for torch on CPU)."""
+    runner = ModelRunner(model, device, threads=os.cpu_count())
+    pixels = bytes(np.random.default_rng(0).integers(0, 256, 784 * batch, dtype=np.uint8))
+    runner.predict(pixels, batch)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        runner.predict(pixels, batch)
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
+
+
+def photo(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A 640x480 JPEG like a phone photo: grey uneven paper, noise, a dark digit off-centre."""
+    w, h = 640, 480
+    gradient = np.linspace(170, 225, w)[None, :] + np.linspace(-15, 15, h)[:, None]
+    paper = gradient + rng.normal(0, 6, (h, w))
+    size = int(rng.integers(180, 300))
+    digit = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR), dtype=np.float64) / 255
+    x, y = int(rng.integers(40, w - size - 40)), int(rng.integers(20, h - size - 20))
+    region = paper[y : y + size, x : x + size]
+    paper[y : y + size, x : x + size] = region * (1 - digit) + 30 * digit
+    image = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").filter(ImageFilter.GaussianBlur(1))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+async def idle_latency(target: str, request, n: int = 300) -> tuple[float, float]:
+    """One request at a time: (p50, p99) in ms, end to end through a real channel."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = digits_pb2_grpc.DigitClassifierStub(channel)
+        for _ in range(20):
+            await stub.Predict(request)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await stub.Predict(request)
+            times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return percentile(times, 0.5), percentile(times, 0.99)
+
+
+async def exactness(target: str, split, model: Path) -> dict:
+    """All test images as `pixels` through the server vs the offline evaluation's accuracy."""
+    loaded = load_checkpoint(model)
+    offline = report(collect_logits(loaded.model, split), split.labels, loaded.temperature)
+    offline_pred = collect_logits(loaded.model, split).argmax(1).numpy()
+    images = split.images.numpy()
+    sem = asyncio.Semaphore(256)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = digits_pb2_grpc.DigitClassifierStub(channel)
+
+        async def one(i: int) -> int:
+            async with sem:
+                return (await stub.Predict(digits_pb2.PredictRequest(pixels=images[i].tobytes()), timeout=60)).digit
+
+        served = np.array(await asyncio.gather(*(one(i) for i in range(len(images)))))
+    labels = split.labels.numpy()
+    return {
+        "images": len(images),
+        "server_accuracy": float((served == labels).mean()),
+        "offline_accuracy": float(offline.accuracy),
+        "predictions_differing_from_offline": int((served != offline_pred).sum()),
+        "model_version": loaded.version,
+    }
+
+
+def line(run: Run) -> str:
+    batch = f"{run.mean_batch:6.1f}" if run.mean_batch is not None else "     -"
+    return (
+        f"{run.name:<34} {run.rps:9.0f} {run.p50_ms:8.2f} {run.p95_ms:8.2f} {run.p99_ms:8.2f} {batch} {run.errors:6d}"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    split = load_split("test", download=False)
+    pixel_requests = [digits_pb2.PredictRequest(pixels=img.tobytes()) for img in split.images[:2000].numpy()]
+    rng = np.random.default_rng(0)
+    photos = [digits_pb2.PredictRequest(image=photo(img, rng)) for img in split.images[:64].numpy()]
+    common = ["--device", args.device, "--max-queue", "4096", "--log-level", "WARNING"]
+    if args.workers:
+        common += ["--workers", str(args.workers)]
+    results: dict = {"device": args.device, "clients": args.clients, "duration_s": args.duration}
+
+    print(f"model ceiling: batch 256 in-process on {args.device} ...", flush=True)
+    ceiling_model = model_ceiling(args.model, args.device)
+    batched_args = common + ["--max-batch-size", str(args.max_batch_size), "--max-batch-delay-ms", str(args.delay_ms)]
+    runs: list[Run] = []
+    with ServerProcess(args.model, batched_args) as server:
+        print(f"batching on ({' '.join(batched_args)}) ...", flush=True)
+        version = (await drive_ping_version(server.target)) or "?"
+        ping = await measured(server, f"no-op Ping, {args.clients} clients", "Ping", [digits_pb2.PingRequest()],
+                              args.clients, args.duration)  # fmt: skip
+        batched = await measured(server, f"pixels batched, {args.clients} clients", "Predict", pixel_requests,
+                                 args.clients, args.duration)  # fmt: skip
+        idle_p50, idle_p99 = await idle_latency(server.target, pixel_requests[0])
+        photo_run = await measured(server, f"photos 640x480, {args.photo_clients} clients", "Predict", photos,
+                                   args.photo_clients, args.duration)  # fmt: skip
+        if not args.skip_exact:
+            print("exactness: 10,000 test images as pixels ...", flush=True)
+            results["exactness"] = await exactness(server.target, split, args.model)
+        runs += [ping, batched, photo_run]
+    with ServerProcess(args.model, common + ["--max-batch-size", "1"]) as server:
+        print("batching off (--max-batch-size 1) ...", flush=True)
+        unbatched = await measured(server, f"pixels unbatched, {args.clients} clients", "Predict", pixel_requests,
+                                   args.clients, args.duration)  # fmt: skip
+        runs.insert(2, unbatched)
+
+    lower = min(ceiling_model, ping.rps)
+    print()
+    print(f"digits-server benchmark: model {version}, device {args.device}, {os.cpu_count()} CPU cores, "
+          f"{args.duration:g} s per run, torch {torch.__version__}")  # fmt: skip
+    print(f"{'run':<34} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'errors':>6}")
+    for run in runs:
+        print(line(run))
+    print(f"{'model ceiling, batch 256 in-process':<34} {ceiling_model:9.0f}")
+    print()
+    checks = [
+        (f"batched / unbatched = {batched.rps / unbatched.rps:.2f}x", batched.rps >= 2.5 * unbatched.rps, ">= 2.5x"),
+        (f"batched / lower ceiling ({lower:.0f}/s) = {batched.rps / lower:.0%}", batched.rps >= 0.5 * lower, ">= 50%"),
+        (f"batched p99 = {batched.p99_ms:.1f} ms", batched.p99_ms <= 60, "<= 60 ms"),
+        (f"one request at idle: p50 {idle_p50:.2f} ms (p99 {idle_p99:.2f})", idle_p50 <= 3, "<= 3 ms"),
+        (f"photos = {photo_run.rps:.0f}/s", photo_run.rps >= 100, ">= 100/s"),
+    ]
+    if "exactness" in results:
+        e = results["exactness"]
+        same = e["server_accuracy"] == e["offline_accuracy"]
+        checks.append((f"10,000 pixels: server accuracy {e['server_accuracy']:.4f} vs offline "
+                       f"{e['offline_accuracy']:.4f}, {e['predictions_differing_from_offline']} predictions differ",
+                       same and e["predictions_differing_from_offline"] == 0, "exactly equal"))  # fmt: skip
+    for text, ok, target in checks:
+        print(f"  [{'met' if ok else 'MISSED'}] {text}  (target {target})")
+    results.update(
+        model_version=version,
+        runs=[{**asdict(r), "rps": r.rps} for r in runs],
+        model_ceiling_rps=ceiling_model,
+        idle_p50_ms=idle_p50,
+        idle_p99_ms=idle_p99,
+        checks=[{"check": t, "met": ok, "target": tg} for t, ok, tg in checks],
+    )
+    return results
+
+
+async def drive_ping_version(target: str) -> str:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return (
+            await digits_pb2_grpc.DigitClassifierStub(channel).Ping(digits_pb2.PingRequest(), timeout=10)
+        ).model_version
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--clients", type=int, default=64, help="concurrent callers for pixels and Ping")
+    p.add_argument("--photo-clients", type=int, default=16, help="concurrent callers for photos")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run (after 1 s warm-up)")
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--delay-ms", type=float, default=2.0, help="--max-batch-delay-ms of the batching server")
+    p.add_argument("--workers", type=int, default=None, help="server preprocessing workers (default: all cores)")
+    p.add_argument("--skip-exact", action="store_true", help="skip the 10,000-image exactness check")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    results = asyncio.run(main_async(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
