@@ -61,6 +61,9 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.delivered_at: dict[int, float] = {}  # update_id -> when getUpdates handed it over
         self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.hold_updates = False
+        self.held: list[dict[str, Any]] = []
         self.fail_chats: set[int] = set()  # send* calls to these chats fail like a deleted chat would
         self._updates: list[dict[str, Any]] = []
         self._files: dict[str, tuple[str, bytes, int | None]] = {}
@@ -132,9 +135,14 @@ class FakeTelegram:
         return file_id
 
     def push_update(self, payload: dict[str, Any]) -> int:
-        """Queue an update (its `message`/... part); returns the update_id."""
+        """Queue an update (its `message`/... part); returns the update_id.
+
+        With `hold_updates` set, the update is only kept in `held` (for webhook tests to POST themselves)."""
         update_id = next(self._ids)
         with self._lock:
+            if self.hold_updates:
+                self.held.append({"update_id": update_id, **payload})
+                return update_id
             self._updates.append({"update_id": update_id, **payload})
         if self._loop is not None and self._new_update is not None:
             self._loop.call_soon_threadsafe(self._new_update.set)
@@ -369,6 +377,7 @@ class FakeTelegram:
 
     async def api_setWebhook(self, params, files):
         self.webhook_url = params.get("url")
+        self.webhook_secret = params.get("secret_token")
         return True
 
     async def api_getWebhookInfo(self, params, files):

@@ -86,3 +86,54 @@ def test_digits_run_serves_a_photo_and_stops_everything_on_ctrl_c(tmp_path, digi
     assert "server stopped (exit code 0)" in output and "telegram bot stopped" in output
     assert "discord bot not started: set DISCORD_BOT_TOKEN" in output
     assert fake.token not in output
+
+
+def test_webhook_mode(tmp_path, digits_server, digit_samples):
+    """`--webhook-url`: the bot registers the webhook with its secret and answers updates POSTed to it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    with FakeTelegram() as fake:
+        fake.hold_updates = True
+        env = clean_env(TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.root, DIGITS_SERVER=digits_server.target,
+                        TELEGRAM_WEBHOOK_SECRET="hook-secret-42")
+        url = f"http://127.0.0.1:{port}/telegram"
+        bot = subprocess.Popen([BIN / "digits-telegram", "--webhook-url", url, "--listen", "127.0.0.1",
+                                "--port", str(port)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while fake.webhook_url != url:
+                assert bot.poll() is None and time.monotonic() < deadline, "bot did not register its webhook"
+                time.sleep(0.1)
+            assert fake.webhook_secret == "hook-secret-42"
+            _, mid = fake.photo(digit_photo(digit_samples[9][0]), chat_id=88, user_id=88)
+            body = json.dumps(fake.held[-1]).encode()
+
+            def post(secret: str) -> int:
+                request = urllib.request.Request(url, data=body, method="POST", headers={
+                    "Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret})
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        return response.status
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+
+            while True:  # the listener may come up just after setWebhook
+                try:
+                    assert post("wrong") == 403
+                    break
+                except urllib.error.URLError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            assert post("hook-secret-42") == 200
+            reply = fake.wait_for_sync("sendMessage", reply_to=mid, timeout=30)
+            assert "sure)" in reply.params["text"]
+            assert len([c for c in fake.sent("sendMessage") if c.reply_to == mid]) == 1  # the forged post did nothing
+        finally:
+            bot.send_signal(signal.SIGINT)
+            output = bot.communicate(timeout=30)[0]
+    assert bot.returncode == 0, output[-3000:]
+    assert fake.token not in output and "hook-secret-42" not in output
