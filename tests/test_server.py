@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import urllib.request
 
 import grpc
@@ -310,8 +312,6 @@ async def test_health_transitions_and_graceful_shutdown(shipped_model_path, mnis
 
 
 async def test_token_and_tls(shipped_model_path, tmp_path):
-    import subprocess
-
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
@@ -338,3 +338,35 @@ async def test_token_and_tls(shipped_model_path, tmp_path):
         assert json.dumps(repr(DigitsClient(server.target, token=secret))).find(secret) == -1
     finally:
         server.close()
+
+
+# --- command lines -----------------------------------------------------------------------------
+
+
+def test_digits_predict_prints_digit_and_confidence(digits_server, digit_samples, tmp_path):
+    good = tmp_path / "four.png"
+    good.write_bytes(encode(digit_samples[4][0]))
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    result = subprocess.run(
+        [sys.executable, "-m", "server.predict_cli", str(good), str(bad), "--server", digits_server.target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, "one of the two files failed"
+    assert result.stdout.startswith(f"{good}: ") and "confidence" in result.stdout
+    assert f"{bad}: UNREADABLE_IMAGE" in result.stderr
+
+
+def test_server_refuses_a_bad_checkpoint_clearly(tmp_path):
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", "--metrics-port", "0", "--model", str(bogus)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr and str(bogus) in result.stderr
