@@ -10,9 +10,11 @@ import io
 import logging
 from dataclasses import dataclass
 
+import discord
 import numpy as np
 import pytest
 import pytest_asyncio
+from discord.gateway import DiscordWebSocket
 from fake_discord import CALLBACK_CHANNEL_MESSAGE, CALLBACK_DEFERRED_CHANNEL_MESSAGE, EPHEMERAL_FLAG, FakeDiscord
 from PIL import Image
 
@@ -73,11 +75,6 @@ async def fake(logs):
     await server.stop()
 
 
-async def _run_bot(config: DiscordConfig, recognizer: Recognizer):
-    task = asyncio.create_task(serve(config, recognizer))
-    return task
-
-
 async def _stop(task: asyncio.Task) -> None:
     task.cancel()
     try:
@@ -91,7 +88,7 @@ async def bot(fake, digits_server):
     client = DigitsClient(digits_server.target, timeout=5.0, retries=2)
     recognizer = Recognizer(client, rate=RATE, per_seconds=60.0, max_bytes=2 * 1024 * 1024)
     config = DiscordConfig(TOKEN, api_base=fake.api_base, gateway_url=None, guild_id=None, message_content=True)
-    task = await _run_bot(config, recognizer)
+    task = asyncio.create_task(serve(config, recognizer))
     await fake.wait_ready()
     yield task
     assert not task.done(), f"the bot stopped by itself: {task}"
@@ -291,7 +288,8 @@ async def test_without_message_content_intent_and_guild_sync(digits_server, clea
     client = DigitsClient(digits_server.target, timeout=5.0)
     config = DiscordConfig(TOKEN, api_base=fake.api_base, gateway_url=fake.gateway_url, guild_id=fake.guild_id)
     caplog.set_level(logging.INFO)
-    task = await _run_bot(config, Recognizer(client))
+    saved = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY  # process-wide in discord.py
+    task = asyncio.create_task(serve(config, Recognizer(client)))
     try:
         await fake.wait_ready()
         assert [bool(i["intents"] & (1 << 15)) for i in fake.identifies] == [True, False]
@@ -307,6 +305,7 @@ async def test_without_message_content_intent_and_guild_sync(digits_server, clea
         await _stop(task)
         await client.close()
         await fake.stop()
+        discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved  # the module's bot keeps its fake
 
 
 async def test_token_never_logged(fake, bot, logs):
