@@ -242,8 +242,11 @@ class DigitsBot(discord.Client):
             if refusal is not None:
                 await message.reply(refusal.text, mention_author=False)
                 return
-            async with message.channel.typing():
-                answer = await self._read(attachment)
+            try:
+                await message.channel.typing()  # one "digits is typing..." (10 s); cosmetic, so never fatal
+            except discord.HTTPException as exc:
+                log.debug("typing indicator failed: %s", exc)
+            answer = await self._read(attachment)
             await message.reply(**render(answer), mention_author=False)
         except discord.HTTPException:
             log.exception("could not reply to message %s", message.id)

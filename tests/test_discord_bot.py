@@ -191,6 +191,7 @@ async def test_mention_and_dm_read_digit(fake, bot, readings):
     assert reply.kind == "message"
     assert_digit_embed(reply, first)
     assert reply.payload["allowed_mentions"]["parse"] == []  # a reply never pings anyone
+    assert ("POST", f"/channels/{fake.channel_id}/typing") in fake.requests
     dm = await fake.send_message("", [fake.attachment(second.data, "d.png", "image/jpeg")], dm=True, author=user)
     assert_digit_embed(await fake.final_reply(dm["id"]), second)
     # "@digits" in reply to someone else's photo reads that photo.
