@@ -137,3 +137,28 @@ def test_webhook_mode(tmp_path, digits_server, digit_samples):
             output = bot.communicate(timeout=30)[0]
     assert bot.returncode == 0, output[-3000:]
     assert fake.token not in output and "hook-secret-42" not in output
+
+
+def test_supervisor_restarts_a_crashing_bot_with_backoff_but_not_a_misconfigured_one(capsys):
+    """bots.launch.supervise with real child processes: a crash is reported and retried after 1 s, 2 s, ...;
+    exit code 2 (configuration error) is reported once and left alone."""
+    from bots.launch import Child, supervise
+
+    py = sys.executable
+    server = Child("digits server", [py, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    crashing = Child("crashy bot", [py, "-c", "import sys; sys.exit(3)"], dict(os.environ))
+    misconfigured = Child("tokenless bot", [py, "-c", "import sys; sys.exit(2)"], dict(os.environ))
+    for child in (server, crashing, misconfigured):
+        child.start()
+    t0 = time.monotonic()
+    try:
+        supervise(server, [crashing, misconfigured], lambda: time.monotonic() - t0 > 6.0, restart=True)
+    finally:
+        for child in (server, crashing, misconfigured):
+            child.stop()
+    out = capsys.readouterr().out
+    assert out.count("the crashy bot exited unexpectedly with code 3") == 3  # at ~0 s, ~1 s, ~3 s
+    assert "restarting in 1 s" in out and "restarting in 2 s" in out and "restarting in 4 s" in out
+    assert out.count("restarted the crashy bot") == 2
+    assert out.count("the tokenless bot exited with code 2; not restarting it") == 1
+    assert "digits server exited" not in out
