@@ -162,8 +162,9 @@ async def idle_latency(target: str, request, n: int = 300) -> tuple[float, float
 async def exactness(target: str, split, model: Path) -> dict:
     """All test images as `pixels` through the server vs the offline evaluation's accuracy."""
     loaded = load_checkpoint(model)
-    offline = report(collect_logits(loaded.model, split), split.labels, loaded.temperature)
-    offline_pred = collect_logits(loaded.model, split).argmax(1).numpy()
+    logits = collect_logits(loaded.model, split)
+    offline = report(logits, split.labels, loaded.temperature)
+    offline_pred = logits.argmax(1).numpy()
     images = split.images.numpy()
     sem = asyncio.Semaphore(256)
     async with grpc.aio.insecure_channel(target) as channel:
@@ -177,6 +178,8 @@ async def exactness(target: str, split, model: Path) -> dict:
     labels = split.labels.numpy()
     return {
         "images": len(images),
+        "server_correct": int((served == labels).sum()),
+        "offline_correct": int((offline_pred == labels).sum()),
         "server_accuracy": float((served == labels).mean()),
         "offline_accuracy": float(offline.accuracy),
         "predictions_differing_from_offline": int((served != offline_pred).sum()),
@@ -245,9 +248,10 @@ async def main_async(args: argparse.Namespace) -> dict:
     ]
     if "exactness" in results:
         e = results["exactness"]
-        same = e["server_accuracy"] == e["offline_accuracy"]
-        checks.append((f"10,000 pixels: server accuracy {e['server_accuracy']:.4f} vs offline "
-                       f"{e['offline_accuracy']:.4f}, {e['predictions_differing_from_offline']} predictions differ",
+        same = e["server_correct"] == e["offline_correct"]
+        checks.append((f"{e['images']} pixels: server {e['server_correct']} correct ({e['server_accuracy']:.4f}) vs "
+                       f"offline evaluation {e['offline_correct']} ({e['offline_accuracy']:.4f}), "
+                       f"{e['predictions_differing_from_offline']} predictions differ",
                        same and e["predictions_differing_from_offline"] == 0, "exactly equal"))  # fmt: skip
     for text, ok, target in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}  (target {target})")

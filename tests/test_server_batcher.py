@@ -83,3 +83,17 @@ async def test_full_queue_fails_at_once(runner):
         assert len(await asyncio.gather(*waiting)) == 3
     finally:
         await batcher.close()
+
+
+def test_cuda_is_never_a_silent_cpu_fallback():
+    import torch
+
+    from server.model_runner import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
