@@ -48,9 +48,6 @@ COMMANDS = [
     BotCommand("seen", "Toggle: also send the 28x28 image the model saw"),
 ]
 
-_background: set[asyncio.Task] = set()
-
-
 @dataclass(frozen=True)
 class Attachment:
     """The one file we would download for a message, with the metadata Telegram reports."""
@@ -116,17 +113,14 @@ async def send_answer(message: Message, answer: Answer, *, with_seen: bool = Fal
         )
 
 
-def _fire_and_forget(coro) -> None:
-    """Run a side effect (the typing indicator) concurrently; its failure must not affect the reply."""
-    task = asyncio.create_task(coro)
-    _background.add(task)
-
-    def done(t: asyncio.Task) -> None:
-        _background.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.debug("background call failed: %r", t.exception())
-
-    task.add_done_callback(done)
+async def _settle(task: asyncio.Task, timeout: float = 1.0) -> None:
+    """Let the typing indicator land before the reply (else it would linger after the answer), but never
+    wait long for it or fail because of it: it is cosmetic."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("sendChatAction failed: %r", task.exception())
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -182,21 +176,20 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await send_answer(message, refused)
         return
     started = time.perf_counter()
-    _fire_and_forget(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING))
+    typing = asyncio.create_task(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING))
     try:
         file = await context.bot.get_file(picked.file_id)
         data = bytes(await file.download_as_bytearray())
     except BadRequest as exc:
         too_big = "too big" in str(exc).lower()
         log.warning("getFile refused: %s", exc)
-        failed = Answer(Outcome.NOT_IMAGE, DOWNLOAD_FAILED)
-        await send_answer(message, recognizer.too_large_answer() if too_big else failed)
-        return
+        answer = recognizer.too_large_answer() if too_big else Answer(Outcome.NOT_IMAGE, DOWNLOAD_FAILED)
     except NetworkError as exc:
         log.warning("download failed: %r", exc)
-        await send_answer(message, Answer(Outcome.UNAVAILABLE, DOWNLOAD_FAILED))
-        return
-    answer = await recognizer.recognize(data)
+        answer = Answer(Outcome.UNAVAILABLE, DOWNLOAD_FAILED)
+    else:
+        answer = await recognizer.recognize(data)
+    await _settle(typing)
     log.info(
         "chat=%s outcome=%s digit=%s confidence=%s ms=%.0f",
         message.chat_id, answer.outcome.value, answer.digit,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from bots import core
 from bots.core import CoreConfig, protect_secrets
-from bots.telegram_bot import RECOGNIZER_KEY, STATIC_STICKERS_ONLY, build_application
+from bots.telegram_bot import DOWNLOAD_FAILED, RECOGNIZER_KEY, STATIC_STICKERS_ONLY, build_application
 from server.client import DigitsClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -148,6 +148,16 @@ async def test_blank_photo_says_no_digit(fake, bot):
     _, mid = fake.photo(blank, chat_id=user, user_id=user)
     reply = (await fake.wait_for("sendMessage", reply_to=mid))[0]
     assert text_of(reply) == core.NO_DIGIT_TEXT
+    typing = fake.sent("sendChatAction", chat_id=user)
+    assert len(typing) == 1 and typing[0].at < reply.at  # the indicator never lingers after the answer
+
+
+async def test_file_telegram_cannot_serve_gets_a_retry_hint(fake, bot):
+    user = new_user()
+    gone = {"file_id": "deleted-file", "file_unique_id": "gone", "width": 640, "height": 480, "file_size": 5000}
+    _, mid = fake.message(chat_id=user, user_id=user, photo=[gone])
+    reply = (await fake.wait_for("sendMessage", reply_to=mid))[0]
+    assert text_of(reply) == DOWNLOAD_FAILED
 
 
 async def test_not_an_image(fake, bot):
