@@ -87,6 +87,8 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
+    import torch
+
     from server.batcher import Batcher
     from server.model_runner import ModelRunner
 
@@ -117,14 +119,19 @@ async def serve(args: argparse.Namespace) -> int:
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     address = f"{args.host}:{args.port}"
-    if args.tls_cert:
-        creds = grpc.ssl_server_credentials([(args.tls_key.read_bytes(), args.tls_cert.read_bytes())])
-        port = server.add_secure_port(address, creds)
-    else:
-        port = server.add_insecure_port(address)
-    await server.start()
-    if args.metrics_port:
-        metrics.serve(args.metrics_port, args.host)
+    try:
+        if args.tls_cert:
+            creds = grpc.ssl_server_credentials([(args.tls_key.read_bytes(), args.tls_cert.read_bytes())])
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+        await server.start()
+        if args.metrics_port:
+            metrics.serve(args.metrics_port, args.host)
+    except (RuntimeError, OSError) as exc:  # port in use, unreadable key...: one clear line, not a traceback
+        log.error("cannot listen on %s (metrics port %s): %s", address, args.metrics_port or "off", exc)
+        await server.stop(None)
+        return 2
 
     try:
         runner = await loop.run_in_executor(
@@ -153,8 +160,6 @@ async def serve(args: argparse.Namespace) -> int:
     service.ready(batcher, runner.version)
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    import torch
-
     log.info(
         "serving model %s on %s:%d device=%s torch_threads=%s max_batch_size=%d max_batch_delay_ms=%g "
         "eager_idle=%s max_queue=%d workers=%d metrics_port=%s tls=%s token=%s",
@@ -165,6 +170,7 @@ async def serve(args: argparse.Namespace) -> int:
         torch.get_num_threads() if runner.device.type == "cpu" else "-",
         args.max_batch_size,
         args.max_batch_delay_ms,
+        args.eager_idle,
         args.max_queue,
         args.workers,
         args.metrics_port or "off",

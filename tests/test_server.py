@@ -193,6 +193,13 @@ async def test_expired_deadline(digits_server):
 # --- health, reflection, metrics -----------------------------------------------------------------
 
 
+def test_one_start_up_line_with_version_device_and_batching(digits_server, reference):
+    lines = [line for line in digits_server.log().splitlines() if "serving model" in line]
+    assert len(lines) >= 1, digits_server.log()
+    assert reference.version in lines[0] and "device=" in lines[0] and "max_batch_size=64" in lines[0]
+    assert "Traceback" not in digits_server.log() and "Logging error" not in digits_server.log()
+
+
 def test_health_is_serving_for_the_server_and_the_service(digits_server):
     assert health_status(digits_server.target) == "SERVING"
     assert health_status(digits_server.target, "digits.v1.DigitClassifier") == "SERVING"
@@ -370,3 +377,15 @@ def test_server_refuses_a_bad_checkpoint_clearly(tmp_path):
     )
     assert result.returncode == 2
     assert "cannot start" in result.stderr and str(bogus) in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_start_up_error(digits_server):
+    port = digits_server.target.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", port, "--metrics-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot listen on" in result.stderr and "Traceback" not in result.stderr
