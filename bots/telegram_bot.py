@@ -48,6 +48,7 @@ COMMANDS = [
     BotCommand("seen", "Toggle: also send the 28x28 image the model saw"),
 ]
 
+
 @dataclass(frozen=True)
 class Attachment:
     """The one file we would download for a message, with the metadata Telegram reports."""
