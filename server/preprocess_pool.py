@@ -41,11 +41,19 @@ def _ready() -> int:
 class PreprocessPool:
     """A bounded front door to the worker processes."""
 
-    def __init__(self, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, max_pending: int = 1024):
+    def __init__(
+        self,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pending: int = 1024,
+        max_pending_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_pixels = max_pixels
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes  # memory bound: count alone would allow 1024 x 20 MB
         self.pending = 0
+        self.pending_bytes = 0
         # forkserver: never fork a process that already runs gRPC and torch threads.
         self._context = multiprocessing.get_context("forkserver")
         self._pool = self._new_pool()
@@ -60,9 +68,11 @@ class PreprocessPool:
 
     async def __call__(self, data: bytes) -> bytes:
         """784 bytes for the model, or ImageRejected / OverflowError (too many images pending)."""
-        if self.pending >= self.max_pending:
+        too_many_bytes = self.pending and self.pending_bytes + len(data) > self.max_pending_bytes
+        if self.pending >= self.max_pending or too_many_bytes:
             raise OverflowError(f"the server is busy ({self.pending} images being decoded); try again shortly")
         self.pending += 1
+        self.pending_bytes += len(data)
         try:
             ok, value, message = await asyncio.get_running_loop().run_in_executor(
                 self._pool, _work, data, self.max_pixels
@@ -75,6 +85,7 @@ class PreprocessPool:
             raise ImageRejected(Reason.UNREADABLE_IMAGE.value, message) from None
         finally:
             self.pending -= 1
+            self.pending_bytes -= len(data)
         if not ok:
             raise ImageRejected(str(value), message)
         return value  # type: ignore[return-value]

@@ -97,3 +97,25 @@ def test_cuda_is_never_a_silent_cpu_fallback():
     else:
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+async def test_preprocessing_pool_bounds_pending_bytes_and_maps_reasons(digit_samples):
+    import io
+
+    from PIL import Image
+
+    from server.preprocess_pool import ImageRejected, PreprocessPool
+
+    buf = io.BytesIO()
+    Image.fromarray(255 - digit_samples[5][0]).resize((280, 280)).save(buf, "PNG")
+    png = buf.getvalue()
+    pool = PreprocessPool(workers=1, max_pending_bytes=len(png) + 10)
+    try:
+        outcomes = await asyncio.gather(pool(png), pool(png), return_exceptions=True)
+        assert len(outcomes[0]) == 784 and isinstance(outcomes[1], OverflowError), outcomes
+        with pytest.raises(ImageRejected) as info:
+            await pool(b"not an image at all")
+        assert info.value.reason == "UNREADABLE_IMAGE"
+        assert pool.pending == 0 and pool.pending_bytes == 0
+    finally:
+        pool.close()
