@@ -56,7 +56,7 @@ def mnist_test(mnist_dir):
 def digit_samples(mnist_test) -> dict[int, list]:
     """A few MNIST test images (28x28 uint8 numpy arrays) per digit, for end-to-end checks."""
     samples: dict[int, list] = {d: [] for d in range(10)}
-    for img, label in zip(mnist_test.images[:500], mnist_test.labels[:500]):
+    for img, label in zip(mnist_test.images[:500], mnist_test.labels[:500], strict=True):
         if len(samples[int(label)]) < 5:
             samples[int(label)].append(img.numpy())
     return samples

@@ -39,7 +39,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     correct = (pred == labels).float()
     edges = torch.linspace(0, 1, bins + 1)
     ece = torch.zeros(())
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
             ece += in_bin.float().mean() * (correct[in_bin].mean() - conf[in_bin].mean()).abs()
@@ -93,7 +93,9 @@ def report(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0)
 
 
 @torch.inference_mode()
-def throughput(model: torch.nn.Module, batch_size: int = 256, device: str | torch.device = "cpu", seconds: float = 3.0) -> float:
+def throughput(
+    model: torch.nn.Module, batch_size: int = 256, device: str | torch.device = "cpu", seconds: float = 3.0
+) -> float:
     """Images per second for repeated forward passes at `batch_size` (after a warm-up)."""
     model.eval()
     x = torch.rand(batch_size, 1, 28, 28, device=device)

@@ -39,9 +39,17 @@ def start(args: Any, cfg: Any, run_dir: Path, params: int, disabled: bool) -> An
         return None
     import wandb
 
-    config = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "model": cfg.to_dict(), "parameters": params}
+    config = {
+        **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "model": cfg.to_dict(),
+        "parameters": params,
+    }
     run = wandb.init(
-        project=args.wandb_project, name=args.wandb_name, dir=str(run_dir), mode=mode, config=config,
+        project=args.wandb_project,
+        name=args.wandb_name,
+        dir=str(run_dir),
+        mode=mode,
+        config=config,
         settings=wandb.Settings(silent=True),
     )
     if mode == "offline":
@@ -54,7 +62,9 @@ def log(run: Any, row: dict) -> None:
         run.log(row, step=row["epoch"])
 
 
-def finish(run: Any, test_report: Any, logits: torch.Tensor, test: Any, temperature: float, checkpoint: Path, version: str) -> None:
+def finish(
+    run: Any, test_report: Any, logits: torch.Tensor, test: Any, temperature: float, checkpoint: Path, version: str
+) -> None:
     if run is None:
         return
     import wandb
@@ -83,7 +93,9 @@ def finish(run: Any, test_report: Any, logits: torch.Tensor, test: Any, temperat
     for i in wrong.tolist():
         table.add_data(i, wandb.Image(test.images[i].numpy()), int(test.labels[i]), int(pred[i]), float(probs[i].max()))
     run.log({"test/misclassified": table})
-    artifact = wandb.Artifact("digits-encoder", type="model", metadata={"version": version, "test_accuracy": test_report.accuracy})
+    artifact = wandb.Artifact(
+        "digits-encoder", type="model", metadata={"version": version, "test_accuracy": test_report.accuracy}
+    )
     artifact.add_file(str(checkpoint))
     run.log_artifact(artifact)
     run.finish()

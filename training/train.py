@@ -15,7 +15,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +38,24 @@ log = logging.getLogger("digits.train")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="digits-train",
-        description="Train the digit encoder on MNIST. Launch with `torchrun --nproc_per_node N` for several processes.",
+        description="Train the digit encoder on MNIST. "
+        "Launch with `torchrun --nproc_per_node N -m training.train` for several processes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = EncoderConfig()
-    p.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files (default: $MNIST_DIR, data/mnist, or ../shared/data/mnist)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the MNIST IDX files (default: $MNIST_DIR, data/mnist, or ../shared/data/mnist)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download MNIST when files are missing")
-    p.add_argument("--run-dir", type=Path, default=Path("runs/default"), help="where the checkpoint, resume state and wandb files go")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("runs/default"),
+        help="where the checkpoint, resume state and wandb files go",
+    )
     p.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=128, help="global batch size (split across processes)")
@@ -53,16 +63,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--ema-decay", type=float, default=0.999, help="weight EMA used for validation and export; 0 turns it off")
+    p.add_argument(
+        "--ema-decay", type=float, default=0.999, help="weight EMA used for validation and export; 0 turns it off"
+    )
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (smoke tests)")
-    p.add_argument("--limit-eval", type=int, default=None, help="use only the first N validation/test images (smoke tests)")
+    p.add_argument(
+        "--limit-eval", type=int, default=None, help="use only the first N validation/test images (smoke tests)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process")
-    p.add_argument("--version", default=None, help="model version stored in the checkpoint (default: from the weights' hash)")
+    p.add_argument(
+        "--version", default=None, help="model version stored in the checkpoint (default: from the weights' hash)"
+    )
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--wandb-project", default="digits")
     p.add_argument("--wandb-name", default=None)
@@ -148,8 +164,14 @@ def train(args: argparse.Namespace) -> dict:
     val_split = val_split.subset(args.limit_eval)
 
     cfg = EncoderConfig(
-        patch_size=args.patch_size, dim=args.dim, depth=args.depth, heads=args.heads,
-        mlp_ratio=args.mlp_ratio, dropout=args.dropout, pool=args.pool, pos_embedding=args.pos_embedding,
+        patch_size=args.patch_size,
+        dim=args.dim,
+        depth=args.depth,
+        heads=args.heads,
+        mlp_ratio=args.mlp_ratio,
+        dropout=args.dropout,
+        pool=args.pool,
+        pos_embedding=args.pos_embedding,
     )
     model = DigitEncoder(cfg).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay > 0 else None
@@ -159,7 +181,8 @@ def train(args: argparse.Namespace) -> dict:
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.999),
+        lr=args.lr,
+        betas=(0.9, 0.999),
     )
     per_rank_batch = max(1, args.batch_size // ddp.world)
     steps_per_epoch = math.ceil(len(train_split) / ddp.world / per_rank_batch)
@@ -282,7 +305,10 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
     uncalibrated = report(test_logits, test.labels, 1.0)
     out = args.run_dir / "digits-encoder.safetensors"
     version = save_checkpoint(
-        out, model, temperature=temperature, version=args.version,
+        out,
+        model,
+        temperature=temperature,
+        version=args.version,
         extra={
             "best_epoch": str(best["epoch"]),
             "val_accuracy": f"{best['val_accuracy']:.6f}",
@@ -324,5 +350,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-__all__ = ["main", "train", "parse_args", "asdict"]
