@@ -26,6 +26,20 @@ class AugmentConfig:
     ink_range: tuple[float, float] = (0.7, 1.0)  # peak ink intensity: pencil and light pens
     blur_p: float = 0.15
 
+    def scaled(self, strength: float) -> AugmentConfig:
+        """The same recipe made milder (<1) or stronger (>1): ranges and probabilities scale together."""
+        lo, hi = self.scale
+        return AugmentConfig(
+            rotation_deg=self.rotation_deg * strength,
+            scale=(1 - (1 - lo) * strength, 1 + (hi - 1) * strength),
+            shear_deg=self.shear_deg * strength,
+            translate_px=self.translate_px * strength,
+            thicken_p=min(1.0, self.thicken_p * strength),
+            thin_p=min(1.0, self.thin_p * strength),
+            ink_range=(1 - (1 - self.ink_range[0]) * strength, self.ink_range[1]),
+            blur_p=min(1.0, self.blur_p * strength),
+        )
+
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) * (hi - lo) + lo

@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ema-decay", type=float, default=0.999, help="weight EMA used for validation and export; 0 turns it off"
     )
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment-strength", type=float, default=1.0, help="scales every augmentation range")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (smoke tests)")
     p.add_argument(
@@ -215,7 +216,7 @@ def train(args: argparse.Namespace) -> dict:
         log.info("model: %s, %d parameters, device %s, world size %d", cfg, model.num_parameters(), device, ddp.world)
         run = tracking.start(args, cfg, run_dir, params=model.num_parameters(), disabled=args.no_wandb)
 
-    aug_cfg = AugmentConfig()
+    aug_cfg = AugmentConfig().scaled(args.augment_strength)
     history = []
     for epoch in range(start_epoch, args.epochs):
         net.train()
