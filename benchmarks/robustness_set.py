@@ -26,6 +26,16 @@ class Sample:
     variant: str  # e.g. "photo/blue", "sketch/transparent-thin": what was drawn, for per-variant figures
     data: bytes  # the encoded image, exactly what a user would upload
     label: int | None  # the digit; None for negatives (the right answer is "no digit found")
+    source: int | None = None  # index of the MNIST test digit it was drawn from
+
+
+def fitted_mask(digit: np.ndarray, height: int, width_frac: float, room: int) -> np.ndarray:
+    """stroke_mask with a pen `width_frac` of the digit's height, shrunk until the pen's ends fit in `room`."""
+    m = stroke_mask(digit, height, max(1.5, width_frac * height))
+    if max(m.shape) > room:
+        height = int(height * room / max(m.shape)) - 1
+        m = stroke_mask(digit, height, max(1.5, width_frac * height))
+    return m[:room, :room]
 
 
 def stroke_mask(digit: np.ndarray, height: int, width_px: float) -> np.ndarray:
@@ -132,9 +142,8 @@ def scan(digit: np.ndarray, rng: np.random.Generator) -> tuple[str, bytes]:
     """A flatbed scan: dark on white, the digit filling most of a tight box."""
     side = int(rng.integers(64, 400))
     dh = int(side * rng.uniform(0.7, 0.92))
-    m = stroke_mask(digit, dh, max(1.5, rng.uniform(0.06, 0.14) * dh))
+    m = fitted_mask(digit, dh, rng.uniform(0.06, 0.14), side)
     h = w = side
-    m = m[:h, :w]
     y0, x0 = _place((h, w), m.shape, rng)
     cover = np.zeros((h, w), np.float32)
     cover[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
@@ -153,8 +162,7 @@ def sketch(digit: np.ndarray, rng: np.random.Generator, kind: str | None = None)
     thick = bool(rng.integers(0, 2))
     side = int(rng.integers(150, 600))
     dh = int(side * rng.uniform(0.35, 0.9))
-    width = rng.uniform(0.16, 0.3) * dh if thick else rng.uniform(0.012, 0.04) * dh
-    m = stroke_mask(digit, dh, max(1.5, width))[:side, :side]
+    m = fitted_mask(digit, dh, rng.uniform(0.12, 0.25) if thick else rng.uniform(0.012, 0.04), side)
     y0, x0 = _place((side, side), m.shape, rng)
     cover = np.zeros((side, side), np.float32)
     cover[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
@@ -206,7 +214,7 @@ def render(style: str, digits: np.ndarray, labels: np.ndarray, n: int, seed: int
             continue
         j = int(rng.integers(0, len(digits)))
         variant, data = RENDERERS[style](digits[j], rng)
-        out.append(Sample(style, variant, data, int(labels[j])))
+        out.append(Sample(style, variant, data, int(labels[j]), j))
     return out
 
 

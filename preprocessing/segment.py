@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage as ndi
 
 MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit: light pencil is ~0.25
@@ -28,10 +29,24 @@ class Ink:
 
 
 def _dark_ink(gray: np.ndarray) -> bool:
-    """True when ink is darker than the background: ink is the minority, so it lies in the long tail."""
-    sample = gray[::2, ::2] if gray.size > 4096 else gray
-    p_lo, med, p_hi = np.percentile(sample, (1, 50, 99))
-    return (p_hi - med) <= (med - p_lo)
+    """True when ink is darker than the background.
+
+    Deviations from a median-smoothed background (which ink, being the minority, does not move)
+    are weighed on each side: the ink's side carries the mass, noise is symmetric, and lighting,
+    vignetting and tinted paper are in the background, not in the deviations.
+    """
+    h, w = gray.shape
+    f = min(1.0, 48.0 / max(h, w))
+    sw, sh = max(1, round(w * f)), max(1, round(h * f))
+    img = Image.fromarray(gray, mode="F")
+    small = np.asarray(img.resize((sw, sh), Image.Resampling.BOX), dtype=np.float32)
+    smooth = ndi.median_filter(small, size=7, mode="nearest")
+    bg = np.asarray(Image.fromarray(smooth, mode="F").resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+    # the frame's edge is where the paper ends and the desk begins: its contrast says nothing of the ink
+    mh, mw = h // 10, w // 10
+    d = (gray - bg)[mh : h - mh, mw : w - mw]
+    tau = 3.0 * 1.4826 * float(np.median(np.abs(d))) + 2.0
+    return float(-d[d < -tau].sum()) >= float(d[d > tau].sum())
 
 
 def _background(gray: np.ndarray, frac: float) -> np.ndarray:
@@ -61,13 +76,53 @@ def find_digit(gray: np.ndarray) -> Ink | None:
     A narrow background closing first; a wide one when the strokes turn out too thick for it
     (their dark insides left unexplained), or when the narrow one found nothing.
     """
+    flat = _flat(gray)
+    if flat is not None:  # scans, canvases, screenshots: one paper level, strokes of any width
+        dark, paper = flat
+        g = gray if dark else 255.0 - gray
+        raw = np.clip((paper - g) / max(paper, 40.0), 0.0, 1.0).astype(np.float32)
+        found = _select(raw, min_seed=MIN_CONTRAST, frame=False)
+        return None if found is None else found.ink
     g = gray if _dark_ink(gray) else 255.0 - gray
     for i, frac in enumerate(KERNELS):
         bg = _background(g, frac)
         raw = np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32)
-        found = _select(raw, min_seed=MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE)
+        found = _select(raw, min_seed=MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE, frame=True)
         if found is not None and (i == len(KERNELS) - 1 or not _hollow(g, bg, found)):
             return found.ink
+    return None
+
+
+def _otsu(values: np.ndarray) -> int:
+    """Otsu's threshold on 0..255 values: the split that best separates two classes."""
+    hist = np.bincount(np.clip(values, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    p = hist / max(hist.sum(), 1.0)
+    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
+    return int(np.nanargmax(np.nan_to_num(between[:-1], nan=-1.0)))
+
+
+def _flat(gray: np.ndarray) -> tuple[bool, float] | None:
+    """(ink is dark, paper level) when the background is flat: its spread small next to the contrast.
+
+    Otsu's split gives two classes; the larger is the paper. Scans, canvases and screenshots pass;
+    lighting gradients and shadows widen the paper class and send a photo to the local background.
+    """
+    sample = gray[::2, ::2] if gray.size > 4096 else gray
+    t = _otsu(sample)
+    dark, bright = sample[sample <= t], sample[sample > t]
+    if dark.size == 0 or bright.size == 0:
+        return None
+    ink_is_dark = bright.size >= dark.size
+    paper, ink = (bright, dark) if ink_is_dark else (dark, bright)
+    rim = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if ((rim <= t) if ink_is_dark else (rim > t)).mean() > 0.12:
+        return None  # the "ink" class runs along the frame: a desk or the paper's edge, not a flat page
+    q25, q50, q75 = np.percentile(paper, (25, 50, 75))
+    contrast = abs(float(q50) - float(np.median(ink)))
+    if contrast > 20.0 and (q75 - q25) < 0.15 * contrast:
+        return ink_is_dark, float(q50) if ink_is_dark else 255.0 - float(q50)
     return None
 
 
@@ -86,12 +141,16 @@ def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
         return False
     ink_level = float(np.percentile(gg[m], 10))
     paper = float(np.median(bb))
-    dark = gg < (ink_level + paper) / 2
+    dark = gg < ink_level + 0.3 * (paper - ink_level)  # nearer the ink than the paper: not a shadow
     return int((dark & ~m).sum()) > 0.3 * int(m.sum())
 
 
-def _select(raw: np.ndarray, min_seed: float) -> _Found | None:
-    """Threshold with hysteresis, then keep the strongest stroke group and the pieces near it."""
+def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
+    """Threshold with hysteresis, then keep the strongest stroke group and the pieces near it.
+
+    `frame`: the image may show the paper's edge and the desk (photos), so bands along the frame
+    and corners are not ink. A flat background has no such edge, and its digit may fill the box.
+    """
     h, w = raw.shape
     # detection looks through a slight blur (JPEG and sensor noise are pixel-sized, strokes are not);
     # the ink handed on keeps the unblurred detail
@@ -107,26 +166,33 @@ def _select(raw: np.ndarray, min_seed: float) -> _Found | None:
         return None
     lab, val = labels[on], r[on]
     area = np.bincount(lab, minlength=n + 1)[1:]
-    mass = np.bincount(lab, weights=val, minlength=n + 1)[1:]
+    # contrast above the threshold: a faint wide shadow weighs less than a dark narrow stroke
+    mass = np.bincount(lab, weights=val - t_low, minlength=n + 1)[1:]
     peak = np.zeros(n + 1, dtype=np.float32)
     np.maximum.at(peak, lab, val)
     peak = peak[1:]
     slices = ndi.find_objects(labels)
-    frame = np.zeros(n + 1, dtype=bool)
+    edge = np.zeros(n + 1, dtype=bool)
     sides = np.zeros(n + 1, dtype=np.int64)
+    contact = np.zeros(n + 1)
     for line, side in ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h)):
         counts = np.bincount(line, minlength=n + 1)
         sides += counts > 0
-        # a band along the frame (paper edge, table, shadow) touches one side for a long stretch
-        frame |= counts > 0.2 * side
-    # a paper corner or the table seen past it touches two sides at once; a digit almost never does
-    frame |= sides >= 2
-    border = (sides > 0)[1:]
-    ok = (peak >= t_seed) & (area >= 3) & ~frame[1:]
+        contact = np.maximum(contact, counts / side)
+    # a band along the frame (paper edge, table, shadow) touches one side for a long stretch; a paper
+    # corner or the desk past it touches two sides. A digit filling a scan's box may touch two sides,
+    # but only where its strokes cross them.
+    edge = contact > (0.2 if frame else 0.6)
+    edge |= (sides >= 2) & (contact > (0.0 if frame else 0.15))
+    near = max(2, int(0.04 * max(h, w))) if frame else 1
+    border = np.array(
+        [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
+    )
+    ok = (peak >= t_seed) & (area >= 3) & ~edge[1:]
     if not ok.any():
         return None
-    # a digit cut by the frame or drawn to the canvas edge is possible, but a mark at the edge is
-    # more often the paper's edge: such components weigh half when choosing the digit
+    # a digit cut by the frame or drawn to the canvas edge is possible, but a mark at (or near) the
+    # edge is more often the paper's edge: such components weigh half when choosing the digit
     weight = np.where(border, 0.5, 1.0) * mass
     candidates = [int(i) for i in np.argsort(-weight) if ok[i]]
     core = candidates[0]
