@@ -206,38 +206,56 @@ async def main_async(args: argparse.Namespace) -> dict:
         common += ["--torch-threads", str(args.torch_threads)]
     results: dict = {"device": args.device, "clients": args.clients, "duration_s": args.duration}
 
-    print(f"model ceiling: batch 256 in-process on {args.device} ...", flush=True)
-    ceiling_model, ceiling_threads = model_ceiling(args.model, args.device)
     batched_args = common + ["--max-batch-size", str(args.max_batch_size), "--max-batch-delay-ms", str(args.delay_ms)]
-    runs: list[Run] = []
-    with ServerProcess(args.model, batched_args) as server:
-        print(f"batching on ({' '.join(batched_args)}) ...", flush=True)
-        version = (await drive_ping_version(server.target)) or "?"
-        ping = await measured(server, f"no-op Ping, {args.clients} clients", "Ping", [digits_pb2.PingRequest()],
-                              args.clients, args.duration)  # fmt: skip
-        batched = await measured(server, f"pixels batched, {args.clients} clients", "Predict", pixel_requests,
-                                 args.clients, args.duration)  # fmt: skip
-        idle_p50, idle_p99 = await idle_latency(server.target, pixel_requests[0])
-        photo_run = await measured(server, f"photos 640x480, {args.photo_clients} clients", "Predict", photos,
+    rounds: list[dict[str, Run]] = []
+    ceilings: list[tuple[float, int]] = []
+    with (
+        ServerProcess(args.model, batched_args) as on,
+        ServerProcess(args.model, common + ["--max-batch-size", "1"]) as off,
+    ):
+        version = (await drive_ping_version(on.target)) or "?"
+        # Interleaved rounds: load from other processes drifts, and it then hits every run alike.
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: model ceiling, Ping, batched, unbatched ...", flush=True)
+            ceilings.append(model_ceiling(args.model, args.device))
+            rounds.append({
+                "ping": await measured(on, f"no-op Ping, {args.clients} clients", "Ping", [digits_pb2.PingRequest()],
+                                       args.clients, args.duration),
+                "batched": await measured(on, f"pixels batched, {args.clients} clients", "Predict", pixel_requests,
+                                          args.clients, args.duration),
+                "unbatched": await measured(off, f"pixels unbatched, {args.clients} clients", "Predict",
+                                            pixel_requests, args.clients, args.duration),
+            })  # fmt: skip
+        idle_p50, idle_p99 = await idle_latency(on.target, pixel_requests[0])
+        print("photos ...", flush=True)
+        photo_run = await measured(on, f"photos 640x480, {args.photo_clients} clients", "Predict", photos,
                                    args.photo_clients, args.duration)  # fmt: skip
         if not args.skip_exact:
             print("exactness: 10,000 test images as pixels ...", flush=True)
-            results["exactness"] = await exactness(server.target, split, args.model)
-        runs += [ping, batched, photo_run]
-    with ServerProcess(args.model, common + ["--max-batch-size", "1"]) as server:
-        print("batching off (--max-batch-size 1) ...", flush=True)
-        unbatched = await measured(server, f"pixels unbatched, {args.clients} clients", "Predict", pixel_requests,
-                                   args.clients, args.duration)  # fmt: skip
-        runs.insert(2, unbatched)
+            results["exactness"] = await exactness(on.target, split, args.model)
 
+    def median_run(key: str) -> Run:
+        return sorted((rd[key] for rd in rounds), key=lambda run: run.rps)[len(rounds) // 2]
+
+    ping, batched, unbatched = median_run("ping"), median_run("batched"), median_run("unbatched")
+    ceiling_model, ceiling_threads = sorted(ceilings)[len(ceilings) // 2]
+    runs = [ping, batched, unbatched, photo_run]
+    ratios = sorted(rd["batched"].rps / rd["unbatched"].rps for rd in rounds)
     lower = min(ceiling_model, ping.rps)
     print()
     print(f"digits-server benchmark: model {version}, device {args.device}, {os.cpu_count()} CPU cores, "
           f"{args.duration:g} s per run, torch {torch.__version__}")  # fmt: skip
     print(f"{'run':<34} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'errors':>6}")
+    for i, rd in enumerate(rounds):
+        print(f"round {i + 1}:")
+        for run in rd.values():
+            print("  " + line(run))
+        print(f"  {f'model ceiling, batch 256, {ceilings[i][1]} thr':<34} {ceilings[i][0]:9.0f}")
+    print(f"median of {len(rounds)} round(s), and the photo run:")
     for run in runs:
-        print(line(run))
-    print(f"{f'model ceiling, batch 256, {ceiling_threads} thr':<34} {ceiling_model:9.0f}")
+        print("  " + line(run))
+    print(f"  {f'model ceiling, batch 256, {ceiling_threads} thr':<34} {ceiling_model:9.0f}")
+    print(f"  batched/unbatched per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
     print()
     checks = [
         (f"batched / unbatched = {batched.rps / unbatched.rps:.2f}x", batched.rps >= 2.5 * unbatched.rps, ">= 2.5x"),
@@ -258,6 +276,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     results.update(
         model_version=version,
         runs=[{**asdict(r), "rps": r.rps} for r in runs],
+        rounds=[{k: {**asdict(v), "rps": v.rps} for k, v in rd.items()} for rd in rounds],
         model_ceiling_rps=ceiling_model,
         idle_p50_ms=idle_p50,
         idle_p99_ms=idle_p99,
@@ -281,11 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--clients", type=int, default=64, help="concurrent callers for pixels and Ping")
     p.add_argument("--photo-clients", type=int, default=16, help="concurrent callers for photos")
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run (after 1 s warm-up)")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (after 1 s warm-up)")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--delay-ms", type=float, default=2.0, help="--max-batch-delay-ms of the batching server")
     p.add_argument("--workers", type=int, default=None, help="server preprocessing workers (default: all cores)")
     p.add_argument("--torch-threads", type=int, default=None, help="server --torch-threads (default: its own)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ceiling/Ping/batched/unbatched")
     p.add_argument("--skip-exact", action="store_true", help="skip the 10,000-image exactness check")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
