@@ -102,7 +102,7 @@ def photo(
     light = light * (1.0 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5))  # gradient from the window
     r2 = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
     light = light * (1.0 - rng.uniform(0.1, 0.5) * r2 * 2)  # vignetting
-    texture = 1.0 + 0.03 * _smooth_noise(rng, h, w, 40) + 0.015 * rng.standard_normal((h, w))
+    texture = 1.0 + 0.03 * _smooth_noise(rng, h, w, 40) + 0.015 * rng.standard_normal((h, w), dtype=np.float32)
     cover = np.zeros((h, w), np.float32)
     if digit is not None:
         dh = int(rng.uniform(0.2, 0.65) * h)
@@ -128,9 +128,10 @@ def photo(
     d = 0.06 * min(w, h)  # perspective: the four corners pulled in by up to 6%
     quad = [c + rng.uniform(-d, d) for c in (0, 0, 0, h, w, h, w, 0)]
     pil = pil.transform((w, h), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR, fillcolor=desk)
+    sy, sx = rng.uniform(0.3, 1.6, 2)  # focus and shake
     a = np.asarray(pil).astype(np.float32)
-    a = ndi.gaussian_filter(a, (rng.uniform(0.3, 1.6), rng.uniform(0.3, 1.6), 0))  # focus and shake
-    a = a + rng.normal(0, rng.uniform(1.5, 7.0), a.shape)  # sensor noise
+    a = ndi.gaussian_filter1d(ndi.gaussian_filter1d(a, sy, axis=0, truncate=3.0), sx, axis=1, truncate=3.0)
+    a = a + rng.uniform(1.5, 7.0) * rng.standard_normal(a.shape, dtype=np.float32)  # sensor noise
     pil = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
     orientation = [None, None, None, 6, 8, 3][int(rng.integers(0, 6))]
     if orientation:

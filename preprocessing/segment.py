@@ -15,6 +15,8 @@ from scipy import ndimage as ndi
 
 MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit: light pencil is ~0.25
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
+MIN_DIGIT_CONTRAST = 0.2  # in photos, the digit's strokes typically: light pencil ~0.3, paper blotches < 0.18
+EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: pen, not shading
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
@@ -130,6 +132,7 @@ def _flat(gray: np.ndarray) -> tuple[bool, float] | None:
 class _Found:
     ink: Ink
     mask: np.ndarray  # the selected strokes over ink.box
+    contrast: float  # the strokes' typical ink strength, relative to the paper
 
 
 def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
@@ -189,6 +192,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
         [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
     )
     ok = (peak >= t_seed) & (area >= 3) & ~edge[1:]
+    if frame:  # near a photo's frame, faint marks are shading of the paper's edge: only real ink counts
+        ok &= ~border | (peak >= EDGE_CONTRAST)
     if not ok.any():
         return None
     # a digit cut by the frame or drawn to the canvas edge is possible, but a mark at (or near) the
@@ -220,6 +225,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     mask = ndi.binary_dilation(selected, structure=_EIGHT)  # keep the anti-aliased fringe of the strokes
     crop = raw[t0:b0, l0:r0]
     core_level = float(np.percentile(crop[selected], 90))
+    if frame and core_level < MIN_DIGIT_CONTRAST:
+        return None  # blotches of paper texture and lighting, not ink
     floor = 0.5 * t_low
     ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask
     ys, xs = np.nonzero(ink > 0)
@@ -227,7 +234,7 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
         return None
     y1, y2, x1, x2 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     box = (l0 + x1, t0 + y1, l0 + x2, t0 + y2)
-    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2])
+    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level)
 
 
 def _box(s: tuple[slice, slice]) -> tuple[int, int, int, int]:
