@@ -211,7 +211,7 @@ def _bomb_png(w: int, h: int) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-style", type=int, default=300, help="samples rendered per style (default 300)")
+    parser.add_argument("--per-style", type=int, default=200, help="samples rendered per style (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rendered set (default 0)")
     parser.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint (default: shipped)")
     parser.add_argument("--reencode", type=int, default=1000, help="MNIST test digits in the re-encode check")

@@ -92,7 +92,7 @@ def photo(
     digit: np.ndarray | None, rng: np.random.Generator, ink: str | None = None, size: tuple[int, int] | None = None
 ) -> tuple[str, bytes]:
     """A phone photo of a digit on paper (or of blank paper when `digit` is None)."""
-    w, h = size or [(640, 480), (800, 600), (1024, 768), (480, 640), (1280, 960)][int(rng.integers(0, 5))]
+    w, h = size or [(640, 480), (800, 600), (1024, 768), (480, 640), (960, 720)][int(rng.integers(0, 5))]
     ink = ink or ["black", "blue", "pencil"][int(rng.integers(0, 3))]
     tint = np.array([1.0, 1.0, 1.0]) - rng.uniform(0, 0.12, 3) * np.array([0.3, 0.6, 1.0])  # white..cream
     paper = rng.uniform(170, 245) * tint

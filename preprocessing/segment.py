@@ -186,7 +186,7 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     # corner or the desk past it touches two sides. A digit filling a scan's box may touch two sides,
     # but only where its strokes cross them.
     edge = contact > (0.2 if frame else 0.6)
-    edge |= (sides >= 2) & (contact > (0.0 if frame else 0.15))
+    edge |= (sides >= 2) & (contact > (0.0 if frame else 0.3))
     near = max(2, int(0.04 * max(h, w))) if frame else 1
     border = np.array(
         [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
@@ -201,7 +201,7 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     weight = np.where(border, 0.5, 1.0) * mass
     candidates = [int(i) for i in np.argsort(-weight) if ok[i]]
     core = candidates[0]
-    if not border[core]:
+    if frame and not border[core]:  # the paper's edge is not part of a digit in the middle of the page
         candidates = [i for i in candidates if not border[i]]
     left, top, right, bottom = _box(slices[core])
     chosen = [core]
@@ -229,7 +229,7 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
         return None  # blotches of paper texture and lighting, not ink
     floor = 0.5 * t_low
     ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask
-    ys, xs = np.nonzero(ink > 0)
+    ys, xs = np.nonzero(mask & (crop > floor))  # the box keeps the strokes' anti-aliased fringe
     if ys.size == 0:
         return None
     y1, y2, x1, x2 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
