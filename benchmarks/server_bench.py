@@ -241,6 +241,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     ceiling_model, ceiling_threads = sorted(ceilings)[len(ceilings) // 2]
     runs = [ping, batched, unbatched, photo_run]
     ratios = sorted(rd["batched"].rps / rd["unbatched"].rps for rd in rounds)
+    ratio = ratios[len(ratios) // 2]
     lower = min(ceiling_model, ping.rps)
     print()
     print(f"digits-server benchmark: model {version}, device {args.device}, {os.cpu_count()} CPU cores, "
@@ -258,7 +259,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     print(f"  batched/unbatched per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
     print()
     checks = [
-        (f"batched / unbatched = {batched.rps / unbatched.rps:.2f}x", batched.rps >= 2.5 * unbatched.rps, ">= 2.5x"),
+        (f"batched / unbatched (median of rounds) = {ratio:.2f}x", ratio >= 2.5, ">= 2.5x"),
         (f"batched / lower ceiling ({lower:.0f}/s) = {batched.rps / lower:.0%}", batched.rps >= 0.5 * lower, ">= 50%"),
         (f"batched p99 = {batched.p99_ms:.1f} ms", batched.p99_ms <= 60, "<= 60 ms"),
         (f"one request at idle: p50 {idle_p50:.2f} ms (p99 {idle_p99:.2f})", idle_p50 <= 3, "<= 3 ms"),
