@@ -13,9 +13,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from preprocessing.normalize import stroke_width
+
 MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit: light pencil is ~0.25
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
 MIN_DIGIT_CONTRAST = 0.2  # in photos, the digit's strokes typically: light pencil ~0.3, paper blotches < 0.18
+MAX_WIDTH_RATIO = 0.26  # in photos, strokes are at most this wide next to the digit's size (pens 0.05-0.16)
 EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: pen, not shading
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
@@ -227,6 +230,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     core_level = float(np.percentile(crop[selected], 90))
     if frame and core_level < MIN_DIGIT_CONTRAST:
         return None  # blotches of paper texture and lighting, not ink
+    if frame and stroke_width(selected) > MAX_WIDTH_RATIO * max(selected.shape):
+        return None  # a solid blob (a glare spot, a shadow), not strokes
     floor = 0.5 * t_low
     ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask
     ys, xs = np.nonzero(mask & (crop > floor))  # the box keeps the strokes' anti-aliased fringe
