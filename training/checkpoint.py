@@ -71,6 +71,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # a model is meant to be read by the services that serve it
     tmp.replace(path)  # atomic: a crash mid-write never leaves a half checkpoint behind
     return version
 
