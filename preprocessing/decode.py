@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from preprocessing.errors import ImageTooLargeError, PreprocessError, UnreadableImageError
 
@@ -41,6 +41,8 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
         img = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:  # Pillow's message names an in-memory object: useless to a person
+        raise UnreadableImageError(f"not a readable image: the bytes are none of {', '.join(FORMATS)}") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow's parsers raise many types on hostile bytes
         raise UnreadableImageError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
     w, h = img.size
