@@ -9,21 +9,12 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from training.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 
 PIXELS_LEN = 28 * 28
 Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities)
-
-
-def resolve_device(flag: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for `cuda` without one is a start-up error, not a silent CPU."""
-    if flag == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if flag == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA device is available")
-    return torch.device(flag)
 
 
 class ModelRunner:

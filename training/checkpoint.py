@@ -37,6 +37,16 @@ class LoadedModel:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+def resolve_device(flag: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without one is an error, never a silent CPU run."""
+    if flag == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(flag)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {flag} was requested but no CUDA device is available")
+    return device
+
+
 def tensors_digest(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(state):

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+from training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, resolve_device
 from training.data import MnistFileError, default_data_dir, load_split, train_val_split
 from training.metrics import ECE_BINS, collect_logits, report, throughput
-from training.train import resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         result = evaluate(args)
-    except (CheckpointError, MnistFileError) as exc:
+    except (CheckpointError, MnistFileError, RuntimeError) as exc:
         print(f"digits-eval: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(result) if args.json else format_report(result))

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from training import tracking
 from training.augment import AugmentConfig, augment
-from training.checkpoint import save_checkpoint
-from training.data import default_data_dir, load_split, train_val_split
+from training.checkpoint import resolve_device, save_checkpoint
+from training.data import MnistFileError, default_data_dir, load_split, train_val_split
 from training.metrics import collect_logits, fit_temperature, report
 from training.model import DigitEncoder, EncoderConfig
 
@@ -93,15 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--pool", choices=["cls", "mean"], default=d.pool)
     g.add_argument("--pos-embedding", choices=["learned", "sinusoidal"], default=d.pos_embedding)
     return p.parse_args(argv)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but no CUDA GPU is available")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -344,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         train(args)
+    except (RuntimeError, MnistFileError) as exc:  # no GPU, unreadable data: one clear line, no traceback
+        print(f"digits-train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: digits-train --resume --run-dir {args.run_dir}", file=sys.stderr)
         raise SystemExit(130) from None
