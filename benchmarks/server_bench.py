@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -112,12 +113,13 @@ async def measured(server: ServerProcess, name: str, method: str, requests: list
     return run
 
 
-def model_ceiling(model: Path, device: str, batch: int = 256, seconds: float = 2.0) -> tuple[float, int]:
-    """In-process images/s of the bare model at batch 256: the best over torch thread counts."""
+def model_ceiling(model: Path, device: str, graph: bool, batch: int = 256, seconds: float = 2.0) -> tuple[float, int]:
+    """In-process images/s of the bare model at batch 256, in the server's runtime (TorchScript
+    unless --eager): the best over torch thread counts."""
     pixels = bytes(np.random.default_rng(0).integers(0, 256, 784 * batch, dtype=np.uint8))
     best = (0.0, 0)
     for threads in sorted({1, os.cpu_count() or 1}):
-        runner = ModelRunner(model, device, threads=threads)
+        runner = ModelRunner(model, device, threads=threads, graph=graph)
         runner.predict(pixels, batch)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -204,6 +206,11 @@ async def main_async(args: argparse.Namespace) -> dict:
         common += ["--workers", str(args.workers)]
     if args.torch_threads:
         common += ["--torch-threads", str(args.torch_threads)]
+    if args.eager:
+        common += ["--eager"]
+    # The load generator is Python too: a full collection over torch's objects stalled all 64
+    # callers for ~50 ms at a time, which showed up as the servers' p99. Freeze what exists now.
+    gc.freeze()
     results: dict = {"device": args.device, "clients": args.clients, "duration_s": args.duration}
 
     batched_args = common + ["--max-batch-size", str(args.max_batch_size), "--max-batch-delay-ms", str(args.delay_ms)]
@@ -217,7 +224,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         # Interleaved rounds: load from other processes drifts, and it then hits every run alike.
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}: model ceiling, Ping, batched, unbatched ...", flush=True)
-            ceilings.append(model_ceiling(args.model, args.device))
+            ceilings.append(model_ceiling(args.model, args.device, graph=not args.eager))
             rounds.append({
                 "ping": await measured(on, f"no-op Ping, {args.clients} clients", "Ping", [digits_pb2.PingRequest()],
                                        args.clients, args.duration),
@@ -306,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay-ms", type=float, default=2.0, help="--max-batch-delay-ms of the batching server")
     p.add_argument("--workers", type=int, default=None, help="server preprocessing workers (default: all cores)")
     p.add_argument("--torch-threads", type=int, default=None, help="server --torch-threads (default: its own)")
+    p.add_argument("--eager", action="store_true", help="servers and ceiling run the model eagerly (server --eager)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ceiling/Ping/batched/unbatched")
     p.add_argument("--skip-exact", action="store_true", help="skip the 10,000-image exactness check")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")

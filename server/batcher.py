@@ -5,15 +5,21 @@ A batch leaves when it is full (`max_batch_size`) or when its oldest request has
 the model runs, new requests pile up, so under load batches fill without waiting. The queue is
 bounded: a full queue fails at once instead of growing memory. Requests whose caller is gone
 (cancelled) or whose deadline passed are dropped before inference.
+
+The inference thread takes its next batch straight from the queue: the event loop only appends
+requests and receives finished batches (one callback per batch). Were the loop to hand batches
+out, the model would sit idle whenever the loop is busy with the traffic of the previous batch,
+which under load is most of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -38,7 +44,7 @@ class BatcherClosed(Exception):
 class _Item:
     pixels: bytes
     future: asyncio.Future
-    arrival: float
+    arrival: float  # time.monotonic(), the clock asyncio's loop.time() uses
     deadline: float | None
 
 
@@ -63,23 +69,24 @@ class Batcher(Generic[R]):
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.eager_when_idle = eager_when_idle
-        self.on_batch = on_batch
-        self.on_drop = on_drop
+        self.on_batch = on_batch  # called on the inference thread (prometheus metrics are thread-safe)
+        self.on_drop = on_drop  # called on the event loop
         self._queue: deque[_Item] = deque()
-        self._wake = asyncio.Event()
-        self._want = 1
+        self._cond = threading.Condition()
+        self._want = 1  # queue length at which the inference thread wants to be woken
         self._last_size = 0
         self._closed = False
-        self._busy = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def depth(self) -> int:
         return len(self._queue)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
 
     async def submit(self, pixels: bytes, timeout: float | None = None) -> R:
         """Queue one 784-byte image; `timeout` is the caller's remaining deadline in seconds."""
@@ -87,84 +94,102 @@ class Batcher(Generic[R]):
             raise BatcherClosed("the server is shutting down")
         if len(self._queue) >= self.max_queue:
             raise QueueFull(f"the server is busy ({self.max_queue} requests waiting); try again shortly")
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        future = loop.create_future()
-        self._queue.append(_Item(pixels, future, now, None if timeout is None else now + timeout))
-        if len(self._queue) >= self._want:
-            self._wake.set()
+        now = time.monotonic()
+        future = self._loop.create_future()
+        item = _Item(pixels, future, now, None if timeout is None else now + timeout)
+        with self._cond:
+            self._queue.append(item)
+            if len(self._queue) >= self._want:
+                self._cond.notify()
         return await future
 
-    async def _next_batch(self) -> list[_Item]:
-        loop = asyncio.get_running_loop()
+    # --- the inference thread ---
+
+    def _next_batch(self) -> list[_Item] | None:
+        """Block until a batch is due; None once closed and drained."""
         queue = self._queue
-        while not queue:
-            self._want = 1
-            self._wake.clear()
-            await self._wake.wait()
-        # One request waiting right after a batch of one: traffic is one-at-a-time, and waiting
-        # for company that is not coming would only add the delay to every request at idle.
-        lone = self.eager_when_idle and len(queue) == 1 and self._last_size <= 1
-        if self.max_delay_s > 0 and len(queue) < self.max_batch_size and not lone:
-            wait = queue[0].arrival + self.max_delay_s - loop.time()
-            if wait > 0:
+        with self._cond:
+            while not queue:
+                if self._closed:
+                    return None
+                self._want = 1
+                self._cond.wait()
+            # One request waiting right after a batch of one: traffic is one-at-a-time, and waiting
+            # for company that is not coming would only add the delay to every request at idle.
+            lone = self.eager_when_idle and len(queue) == 1 and self._last_size <= 1
+            if self.max_delay_s > 0 and not lone:
+                due = queue[0].arrival + self.max_delay_s
                 self._want = self.max_batch_size
-                self._wake.clear()
-                timer = loop.call_later(wait, self._wake.set)
-                await self._wake.wait()
-                timer.cancel()
-        self._want = 1
-        now = loop.time()
+                while len(queue) < self.max_batch_size and not self._closed:
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+            self._want = 1
+            take = min(len(queue), self.max_batch_size)
+            items = [queue.popleft() for _ in range(take)]
+        now = time.monotonic()
         batch: list[_Item] = []
-        while queue and len(batch) < self.max_batch_size:
-            item = queue.popleft()
+        cancelled: list[_Item] = []
+        expired: list[_Item] = []
+        for item in items:
             if item.future.done():  # cancelled by the caller (or gRPC, when the RPC ended)
-                self._dropped("cancelled")
+                cancelled.append(item)
             elif item.deadline is not None and item.deadline <= now:
-                item.future.set_exception(DeadlineExpired("the deadline passed before inference"))
-                self._dropped("deadline")
+                expired.append(item)
             else:
                 batch.append(item)
+        if cancelled or expired:
+            self._loop.call_soon_threadsafe(self._drop, cancelled, expired)
         self._last_size = len(batch)
         return batch
 
-    def _dropped(self, reason: str) -> None:
-        if self.on_drop is not None:
-            self.on_drop(reason)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            batch = self._next_batch()
+            if batch is None:
+                return
             if not batch:
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             joined = b"".join(item.pixels for item in batch)
-            self._busy = True
             try:
-                results = await loop.run_in_executor(self._executor, self.run_batch, joined, len(batch))
+                results = self.run_batch(joined, len(batch))
             except Exception as exc:  # the model failed: every request in the batch learns why
                 log.exception("inference failed for a batch of %d", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                self._loop.call_soon_threadsafe(self._fail, batch, exc)
                 continue
-            finally:
-                self._busy = False
-            for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
+            self._loop.call_soon_threadsafe(self._deliver, batch, results)
+
+    # --- back on the event loop ---
+
+    def _drop(self, cancelled: list[_Item], expired: list[_Item]) -> None:
+        for item in expired:
+            if not item.future.done():
+                item.future.set_exception(DeadlineExpired("the deadline passed before inference"))
+        if self.on_drop is not None:
+            for reason, items in (("cancelled", cancelled), ("deadline", expired)):
+                for _ in items:
+                    self.on_drop(reason)
+
+    @staticmethod
+    def _deliver(batch: list[_Item], results: list) -> None:
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[_Item], exc: Exception) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
 
     async def close(self) -> None:
-        """Refuse new work, let queued work finish, then stop the loop and the inference thread."""
+        """Refuse new work, let queued work finish, then stop the inference thread."""
         self._closed = True
-        while self._queue or self._busy:
-            await asyncio.sleep(0.005)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=True)
+        with self._cond:
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            await asyncio.sleep(0)  # let the last batch's answers (scheduled by the thread) land

@@ -12,9 +12,10 @@ import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
 
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from server.client import PIXELS_LEN
 from server.errors import Reason, rich_status
+from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
-from server.model_runner import PIXELS_LEN
 from server.preprocess_pool import ImageRejected, PreprocessPool
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DEADLINE_EXCEEDED, str(exc)) from None
         except BatcherClosed:
             raise shutting_down() from None
+        except InferenceUnavailable as exc:  # the model process died; retrying reaches its replacement
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.UNAVAILABLE, str(exc)) from None
         return digits_pb2.PredictResponse(
             digit=digit,
             confidence=confidence,

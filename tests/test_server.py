@@ -7,9 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -197,6 +202,7 @@ def test_one_start_up_line_with_version_device_and_batching(digits_server, refer
     lines = [line for line in digits_server.log().splitlines() if "serving model" in line]
     assert len(lines) >= 1, digits_server.log()
     assert reference.version in lines[0] and "device=" in lines[0] and "max_batch_size=64" in lines[0]
+    assert "runtime=torchscript" in lines[0] and "model_pid=" in lines[0]
     assert "Traceback" not in digits_server.log() and "Logging error" not in digits_server.log()
 
 
@@ -242,6 +248,38 @@ async def test_client_recovers_after_an_outage(digits_server):
             await client.predict_pixels(bytes(784))
         digits_server.start()
         assert (await client.predict_pixels(bytes(784))).model_version
+
+
+def wait_until_dead(pid: int, timeout: float = 10.0) -> None:
+    """Dead means gone or a zombie: the server reaps its model process only when it notices."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still alive after {timeout} s")
+
+
+async def test_a_dead_model_process_is_replaced_and_the_server_keeps_serving(shipped_model_path, mnist_test):
+    with ServerProcess(shipped_model_path, ["--workers", "1"]) as server:
+        pid = int(re.search(r"model_pid=(\d+)", server.log()).group(1))
+        image = mnist_test.images[0].numpy().tobytes()
+        async with DigitsClient(server.target, timeout=60, retries=0) as once, DigitsClient(server.target) as user:
+            before = await once.predict_pixels(image)
+            os.kill(pid, signal.SIGKILL)
+            wait_until_dead(pid)
+            with pytest.raises(ServerUnavailable) as info:
+                await once.predict_pixels(image)
+            assert info.value.code == grpc.StatusCode.UNAVAILABLE and "model process died" in str(info.value)
+            after = await once.predict_pixels(image)  # the next batch starts a new model process
+            assert after.digit == before.digit and after.probabilities == before.probabilities
+            assert (await user.predict_pixels(image)).digit == before.digit
+        assert "restarting the model process" in server.log()
+        assert health_status(server.target) == "SERVING"
 
 
 async def test_overload_is_resource_exhausted_and_the_server_keeps_serving(shipped_model_path, mnist_test):

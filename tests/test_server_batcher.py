@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,18 @@ class Recording:
     def __call__(self, pixels: bytes, n: int):
         self.sizes.append(n)
         return self.runner.predict(pixels, n)
+
+
+def test_the_frozen_graph_answers_exactly_like_the_eager_model(runner, shipped_model_path, mnist_test):
+    """The server runs TorchScript by default; its probabilities must be the eager model's, bit for
+    bit, at every batch size, or the server would disagree with the offline evaluation."""
+    graph = ModelRunner(shipped_model_path, "cpu", threads=1, graph=True)
+    assert graph.runtime == "torchscript" and runner.runtime == "eager"
+    images = mnist_test.images[:1000].numpy()
+    for n in (1, 7, 64, 1000):
+        eager_digits, eager_probs = runner.predict_arrays(images[:n].tobytes(), n)
+        graph_digits, graph_probs = graph.predict_arrays(images[:n].tobytes(), n)
+        assert np.array_equal(eager_digits, graph_digits) and np.array_equal(eager_probs, graph_probs), n
 
 
 async def test_batches_respect_the_size_limit_and_keep_answers_in_order(runner, mnist_test):
@@ -70,6 +83,22 @@ async def test_expired_and_cancelled_requests_never_reach_the_model(runner):
         await batcher.close()
     assert sorted(dropped) == ["cancelled", "deadline"]
     assert record.sizes == [1], "only the live request was computed"
+
+
+async def test_the_model_takes_batches_while_the_event_loop_is_busy(runner):
+    """Under load the event loop is busy with the traffic of the last batch; the inference thread
+    must not wait for it to hand out the next one."""
+    record = Recording(runner)
+    batcher = Batcher(record, max_batch_size=4, max_delay_s=0)
+    batcher.start()
+    try:
+        waiting = [asyncio.ensure_future(batcher.submit(bytes(784))) for _ in range(12)]
+        await asyncio.sleep(0)  # every request is queued
+        time.sleep(1.0)  # the loop is stuck; the model thread goes on on its own
+        assert sum(record.sizes) == 12 and max(record.sizes) <= 4, record.sizes
+        assert len(await asyncio.gather(*waiting)) == 12
+    finally:
+        await batcher.close()
 
 
 async def test_full_queue_fails_at_once(runner):

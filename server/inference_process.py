@@ -1,0 +1,164 @@
+"""The model in a process of its own, so it never competes with the event loop for the GIL.
+
+Eager PyTorch takes and releases the GIL around every operator. With the model on a thread of the
+server process, each of those ~100 hand-offs per forward waits for the busy event loop, and under
+load a batch took twice as long as the same batch in a quiet process (benchmarks/server_bench.py
+measures the server both ways). Here the event loop's process only sends the joined pixels down a
+pipe and reads back the probabilities: two system calls per batch, no GIL shared.
+
+The child runs `ModelRunner`, so the arithmetic is exactly the offline evaluation's. If the child
+dies, the batch in flight fails with `InferenceUnavailable` and the next batch starts a new child.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for one request
+
+_OK, _ERROR = b"\x00", b"\x01"
+NUM_CLASSES = 10
+
+
+class InferenceUnavailable(RuntimeError):
+    """The model process could not answer (it failed to start, or died mid-batch)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: str
+    device: str
+    runtime: str  # "torchscript" or "eager"
+    threads: int | None  # intra-op CPU threads; None on an accelerator
+
+
+def _child(conn: Connection, path: str | None, device: str, threads: int | None, graph: bool, warm_to: int) -> None:
+    """Load, warm up, report, then answer batches until the parent closes the pipe."""
+    # Ctrl-C reaches the whole process group; the parent decides when the model stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import torch
+
+        from server.model_runner import ModelRunner
+
+        runner = ModelRunner(path, device, threads, graph=graph)
+        runner.warm_up(warm_to)
+        threads = torch.get_num_threads() if runner.device.type == "cpu" else None
+        gc.freeze()  # torch's import-time objects are permanent: keep full collections short
+        conn.send(("ready", ModelInfo(runner.version, str(runner.device), runner.runtime, threads)))
+    except Exception as exc:  # a bad checkpoint or a missing GPU: the parent reports it in one line
+        conn.send(("error", str(exc)))
+        return
+    while True:
+        try:
+            pixels = conn.recv_bytes()
+        except (EOFError, OSError):  # the parent is gone or closed the pipe: stop
+            return
+        try:
+            digits, probs = runner.predict_arrays(pixels, len(pixels) // (28 * 28))
+            conn.send_bytes(_OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes())
+        except Exception as exc:
+            conn.send_bytes(_ERROR + f"{type(exc).__name__}: {exc}".encode())
+
+
+class InferenceProcess:
+    """`predict(joined_pixels, n)` for the batcher's inference thread, answered by the child process."""
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        warm_to: int = 64,
+        graph: bool = True,
+        start_timeout: float = 300.0,
+    ) -> None:
+        self._args = (None if path is None else str(path), device, threads, graph, warm_to)
+        self._start_timeout = start_timeout
+        # forkserver, like the preprocessing pool: never fork a process that runs gRPC threads.
+        self._context = multiprocessing.get_context("forkserver")
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self.info = self._start()
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _start(self) -> ModelInfo:
+        parent, child = self._context.Pipe()
+        proc = self._context.Process(target=_child, args=(child, *self._args), name="digits-inference", daemon=True)
+        proc.start()
+        child.close()
+        try:
+            if not parent.poll(self._start_timeout):
+                raise InferenceUnavailable(f"the model process did not start within {self._start_timeout:g} s")
+            status, payload = parent.recv()
+        except (EOFError, OSError):
+            status, payload = "error", f"the model process exited with code {proc.join(5) or proc.exitcode}"
+        if status != "ready":
+            parent.close()
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+            raise InferenceUnavailable(payload)
+        self._conn, self._proc = parent, proc
+        return payload
+
+    def predict(self, pixels: bytes, n: int) -> list[Row]:
+        with self._lock:
+            if self._conn is None:  # the previous child died: bring up a new one for this batch
+                log.warning("restarting the model process")
+                self.info = self._start()
+            conn = self._conn
+            try:
+                conn.send_bytes(pixels)
+                reply = conn.recv_bytes()
+            except (EOFError, OSError) as exc:
+                self._discard()
+                raise InferenceUnavailable("the model process died; it restarts with the next batch") from exc
+        if reply[:1] == _ERROR:
+            raise RuntimeError(f"inference failed: {reply[1:].decode(errors='replace')}")
+        digits = reply[1 : 1 + n]
+        probs = np.frombuffer(reply, dtype=np.float32, offset=1 + n).reshape(n, NUM_CLASSES)
+        conf = probs[np.arange(n), np.frombuffer(digits, dtype=np.uint8)]
+        return list(zip(digits, conf.tolist(), probs.tolist(), strict=True))
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            self._proc.join(1)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(1)
+        self._conn = self._proc = None
+
+    def close(self) -> None:
+        """Closing the pipe tells the child to exit; it is killed if it does not within a few seconds."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._proc is not None:
+                self._proc.join(5)
+                if self._proc.is_alive():
+                    self._proc.kill()
+                    self._proc.join(1)
+                self._proc = None
