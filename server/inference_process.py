@@ -83,9 +83,11 @@ class InferenceProcess:
         warm_to: int = 64,
         graph: bool = True,
         start_timeout: float = 300.0,
+        batch_timeout: float = 60.0,
     ) -> None:
         self._args = (None if path is None else str(path), device, threads, graph, warm_to)
         self._start_timeout = start_timeout
+        self._batch_timeout = batch_timeout  # a hung model must not hold every later request forever
         # forkserver, like the preprocessing pool: never fork a process that runs gRPC threads.
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
@@ -111,12 +113,13 @@ class InferenceProcess:
                 raise InferenceUnavailable(f"the model process did not start within {self._start_timeout:g} s")
             status, payload = parent.recv()
         except (EOFError, OSError):
-            status, payload = "error", f"the model process exited with code {proc.join(5) or proc.exitcode}"
-        if status != "ready":
-            parent.close()
             proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+            status, payload = "error", f"the model process exited during start-up (exit code {proc.exitcode})"
+        except InferenceUnavailable as exc:
+            status, payload = "error", str(exc)
+        if status != "ready":
+            self._conn, self._proc = parent, proc
+            self._discard()
             raise InferenceUnavailable(payload)
         self._conn, self._proc = parent, proc
         return payload
@@ -126,9 +129,16 @@ class InferenceProcess:
             if self._conn is None:  # the previous child died: bring up a new one for this batch
                 log.warning("restarting the model process")
                 self.info = self._start()
+                log.warning("model process restarted (pid %s)", self.pid)
             conn = self._conn
             try:
                 conn.send_bytes(pixels)
+                if not conn.poll(self._batch_timeout):
+                    self._discard()
+                    raise InferenceUnavailable(
+                        f"the model process gave no answer within {self._batch_timeout:g} s; "
+                        "it was stopped and restarts with the next batch"
+                    )
                 reply = conn.recv_bytes()
             except (EOFError, OSError) as exc:
                 self._discard()
@@ -140,25 +150,17 @@ class InferenceProcess:
         conf = probs[np.arange(n), np.frombuffer(digits, dtype=np.uint8)]
         return list(zip(digits, conf.tolist(), probs.tolist(), strict=True))
 
-    def _discard(self) -> None:
+    def _discard(self, grace: float = 1.0) -> None:
+        """Close the pipe (a healthy child exits on its own), then kill whatever is left after `grace` s."""
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:
-            self._proc.join(1)
+            self._proc.join(grace)
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(1)
         self._conn = self._proc = None
 
     def close(self) -> None:
-        """Closing the pipe tells the child to exit; it is killed if it does not within a few seconds."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            if self._proc is not None:
-                self._proc.join(5)
-                if self._proc.is_alive():
-                    self._proc.kill()
-                    self._proc.join(1)
-                self._proc = None
+            self._discard(grace=5.0)
