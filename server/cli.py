@@ -134,7 +134,15 @@ async def serve(args: argparse.Namespace) -> int:
 
     try:
         # The model process and the preprocessing workers start side by side.
-        start_model = partial(InferenceProcess, args.model, args.device, args.torch_threads, args.max_batch_size)
+        start_model = partial(
+            InferenceProcess,
+            args.model,
+            args.device,
+            threads=args.torch_threads,
+            warm_to=args.max_batch_size,
+            graph=not args.eager,
+            on_restart=metrics.model_restarts.inc,
+        )
         runner, _ = await asyncio.gather(loop.run_in_executor(None, start_model), pool.warm_up())
     except Exception as exc:  # a bad checkpoint or device: say so plainly and exit non-zero
         log.error("cannot start: %s", exc)
@@ -153,7 +161,7 @@ async def serve(args: argparse.Namespace) -> int:
     )
     batcher.start()
     metrics.queue_depth.set_function(lambda: batcher.depth)
-    metrics.model.info({"version": runner.version, "device": runner.info.device})
+    metrics.model.info({"version": runner.version, "device": runner.info.device, "runtime": runner.info.runtime})
     service.ready(batcher, runner.version)
     # Everything allocated so far (libraries, protobuf descriptors, the app) lives as long as the
     # process. Frozen, the collector stops re-scanning it: a full collection under load took

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -84,10 +85,12 @@ class InferenceProcess:
         graph: bool = True,
         start_timeout: float = 300.0,
         batch_timeout: float = 60.0,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         self._args = (None if path is None else str(path), device, threads, graph, warm_to)
         self._start_timeout = start_timeout
         self._batch_timeout = batch_timeout  # a hung model must not hold every later request forever
+        self._on_restart = on_restart
         # forkserver, like the preprocessing pool: never fork a process that runs gRPC threads.
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
@@ -130,6 +133,8 @@ class InferenceProcess:
                 log.warning("restarting the model process")
                 self.info = self._start()
                 log.warning("model process restarted (pid %s)", self.pid)
+                if self._on_restart is not None:
+                    self._on_restart()
             conn = self._conn
             try:
                 conn.send_bytes(pixels)

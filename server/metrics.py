@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by method and status, latency, batch sizes, queue depth, model version.
+"""Prometheus metrics: requests by method and status, latency, batch sizes, queue depth, model version
+and model-process restarts.
 
 Each server gets its own registry (tests may build several in one process). Label children for
 the common case are bound once, so the hot path costs one dict lookup and two increments."""
@@ -35,6 +36,9 @@ class Metrics:
             "digits_dropped", "Requests dropped before inference, by reason", ["reason"], registry=self.registry
         )
         self.model = Info("digits_model", "The loaded model", registry=self.registry)
+        self.model_restarts = Counter(
+            "digits_model_restarts", "Model processes started to replace one that died or hung", registry=self.registry
+        )
         self._children: dict[tuple[str, str], tuple] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:

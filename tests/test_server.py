@@ -282,6 +282,16 @@ async def test_a_dead_model_process_is_replaced_and_the_server_keeps_serving(shi
         assert health_status(server.target) == "SERVING"
 
 
+async def test_eager_runtime_gives_the_same_answers(shipped_model_path, digits_server, mnist_test):
+    images = mnist_test.images[:32].numpy()
+    with ServerProcess(shipped_model_path, ["--workers", "1", "--eager"]) as eager:
+        assert "runtime=eager" in eager.log()
+        async with DigitsClient(eager.target) as slow, DigitsClient(digits_server.target) as fast:
+            for image in images:
+                a, b = await slow.predict_pixels(image.tobytes()), await fast.predict_pixels(image.tobytes())
+                assert (a.digit, a.probabilities) == (b.digit, b.probabilities)
+
+
 async def test_overload_is_resource_exhausted_and_the_server_keeps_serving(shipped_model_path, mnist_test):
     args = ["--max-batch-size", "1", "--max-queue", "4", "--workers", "1", "--max-batch-delay-ms", "0"]
     with ServerProcess(shipped_model_path, args) as server:
