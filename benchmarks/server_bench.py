@@ -39,12 +39,13 @@ from training.metrics import collect_logits, report
 class Run:
     name: str
     requests: int
-    errors: int
+    errors: int  # failed RPCs other than an answered "no digit in this image"
     seconds: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
     mean_batch: float | None = None
+    no_digit: int = 0
 
     @property
     def rps(self) -> float:
@@ -75,13 +76,13 @@ async def drive(target: str, method: str, requests: list, clients: int, duration
         stub = digits_pb2_grpc.DigitClassifierStub(channel)
         call = getattr(stub, method)
         latencies: list[float] = []
-        errors = 0
+        errors = no_digit = 0
         start = time.perf_counter()
         measure_from = start + warmup
         stop_at = measure_from + duration
 
         async def worker(offset: int) -> None:
-            nonlocal errors
+            nonlocal errors, no_digit
             i = offset
             while True:
                 t0 = time.perf_counter()
@@ -89,8 +90,11 @@ async def drive(target: str, method: str, requests: list, clients: int, duration
                     return
                 try:
                     await call(requests[i % len(requests)], timeout=30)
-                except grpc.aio.AioRpcError:
-                    errors += 1
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "no digit" in (exc.details() or ""):
+                        no_digit += 1  # an answer: the photo generator made a digit the preprocessing rejects
+                    else:
+                        errors += 1
                 t1 = time.perf_counter()
                 if t0 >= measure_from:
                     latencies.append(t1 - t0)
@@ -100,7 +104,8 @@ async def drive(target: str, method: str, requests: list, clients: int, duration
         elapsed = time.perf_counter() - measure_from
     latencies.sort()
     ms = [x * 1000 for x in latencies]
-    return Run(method, len(ms), errors, elapsed, percentile(ms, 0.50), percentile(ms, 0.95), percentile(ms, 0.99))
+    p50, p95, p99 = (percentile(ms, q) for q in (0.50, 0.95, 0.99))
+    return Run(method, len(ms), errors, elapsed, p50, p95, p99, no_digit=no_digit)
 
 
 async def measured(server: ServerProcess, name: str, method: str, requests: list, clients: int, duration: float) -> Run:
@@ -193,6 +198,7 @@ def line(run: Run) -> str:
     batch = f"{run.mean_batch:6.1f}" if run.mean_batch is not None else "     -"
     return (
         f"{run.name:<34} {run.rps:9.0f} {run.p50_ms:8.2f} {run.p95_ms:8.2f} {run.p99_ms:8.2f} {batch} {run.errors:6d}"
+        + (f"  ({run.no_digit} answered NO_DIGIT_FOUND)" if run.no_digit else "")
     )
 
 
