@@ -1,13 +1,15 @@
 """The model in a process of its own, so it never competes with the event loop for the GIL.
 
 Eager PyTorch takes and releases the GIL around every operator. With the model on a thread of the
-server process, each of those ~100 hand-offs per forward waits for the busy event loop, and under
-load a batch took twice as long as the same batch in a quiet process (benchmarks/server_bench.py
-measures the server both ways). Here the event loop's process only sends the joined pixels down a
-pipe and reads back the probabilities: two system calls per batch, no GIL shared.
+server process, each of those ~100 hand-offs per forward waited for the busy event loop: next to a
+thread running an event-loop-like Python load, a batch of 32 took 20 ms instead of 10. Here the
+event loop's process only sends the joined pixels down a pipe and reads back the probabilities:
+two system calls per batch, no GIL shared. The server process does not even import torch.
 
-The child runs `ModelRunner`, so the arithmetic is exactly the offline evaluation's. If the child
-dies, the batch in flight fails with `InferenceUnavailable` and the next batch starts a new child.
+The child runs `ModelRunner` (a frozen TorchScript graph whose logits equal eager's, or eager), so
+the answers are the offline evaluation's. If the child dies or stops answering, the batch in
+flight fails with `InferenceUnavailable` (UNAVAILABLE to callers, who retry) and the next batch
+starts a new child.
 """
 
 from __future__ import annotations
