@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -38,6 +39,22 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _exit_with_server() -> None:
+    """Worker initializer: leave when the server process dies, even by SIGKILL.
+
+    Pool workers block on their task queue and would otherwise outlive a killed server (keeping
+    the forkserver alive too); every restart by a supervisor would leak them."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the server's end of the sentinel pipe closes, i.e. it is gone
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-server", daemon=True).start()
+
+
 class PreprocessPool:
     """A bounded front door to the worker processes."""
 
@@ -59,7 +76,7 @@ class PreprocessPool:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self._context)
+        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_exit_with_server)
 
     async def warm_up(self) -> None:
         """Start every worker (imports included) before the server reports SERVING."""

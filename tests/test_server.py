@@ -5,6 +5,7 @@ The slow full-test-set exactness check (10,000 images) lives in benchmarks/serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -280,6 +281,38 @@ async def test_a_dead_model_process_is_replaced_and_the_server_keeps_serving(shi
             assert (await user.predict_pixels(image)).digit == before.digit
         assert "restarting the model process" in server.log()
         assert health_status(server.target) == "SERVING"
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except FileNotFoundError:
+                continue
+            todo += children - found
+            found |= children
+    return found
+
+
+def test_a_killed_server_leaves_no_process_behind(shipped_model_path):
+    """SIGKILL (the OOM killer, `docker kill`) gives no chance to clean up: the model process and the
+    preprocessing workers must notice on their own, or every supervised restart leaks them."""
+    server = ServerProcess(shipped_model_path, ["--workers", "2"]).start()
+    helpers: set[int] = set()
+    try:
+        helpers = descendants(server.process.pid)
+        assert len(helpers) >= 4, helpers  # forkserver, resource tracker, model, 2 workers
+        server.process.kill()
+        server.process.wait(10)
+        for pid in helpers:
+            wait_until_dead(pid)
+    finally:
+        server.close()
+        for pid in helpers:  # a failed run must not leave its orphans to the other tests
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def test_eager_runtime_gives_the_same_answers(shipped_model_path, digits_server, mnist_test):
