@@ -70,9 +70,13 @@ def _child(conn: Connection, path: str | None, device: str, threads: int | None,
             return
         try:
             digits, probs = runner.predict_arrays(pixels, len(pixels) // (28 * 28))
-            conn.send_bytes(_OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes())
+            reply = _OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes()
         except Exception as exc:
-            conn.send_bytes(_ERROR + f"{type(exc).__name__}: {exc}".encode())
+            reply = _ERROR + f"{type(exc).__name__}: {exc}".encode()
+        try:
+            conn.send_bytes(reply)
+        except OSError:  # the parent died while the batch ran
+            return
 
 
 class InferenceProcess:
