@@ -243,6 +243,14 @@ async def main_async(args: argparse.Namespace) -> dict:
         print("photos ...", flush=True)
         photo_run = await measured(on, f"photos 640x480, {args.photo_clients} clients", "Predict", photos,
                                    args.photo_clients, args.duration)  # fmt: skip
+        print("PredictBatch ...", flush=True)
+        per_call = 64
+        batches = [
+            digits_pb2.PredictBatchRequest(items=pixel_requests[i : i + per_call])
+            for i in range(0, len(pixel_requests), per_call)
+        ]
+        batch_run = await measured(on, f"PredictBatch x{per_call} pixels, 4 clients", "PredictBatch", batches, 4,
+                                   args.duration)  # fmt: skip
         if not args.skip_exact:
             print("exactness: 10,000 test images as pixels ...", flush=True)
             results["exactness"] = await exactness(on.target, split, args.model)
@@ -269,6 +277,10 @@ async def main_async(args: argparse.Namespace) -> dict:
     for run in runs:
         print("  " + line(run))
     print(f"  {f'model ceiling, batch 256, {ceiling_threads} thr':<34} {ceiling_model:9.0f}")
+    print("  " + line(batch_run))
+    images_per_s = batch_run.rps * per_call
+    print(f"    = {images_per_s:.0f} images/s in calls of {per_call}: {images_per_s / ceiling_model:.0%} of the model "
+          f"ceiling, {images_per_s / batched.rps:.1f}x the batched Predict run")  # fmt: skip
     print(f"  batched/unbatched per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
     print()
     checks = [
@@ -292,6 +304,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         runs=[{**asdict(r), "rps": r.rps} for r in runs],
         rounds=[{k: {**asdict(v), "rps": v.rps} for k, v in rd.items()} for rd in rounds],
         model_ceiling_rps=ceiling_model,
+        predict_batch={**asdict(batch_run), "calls_per_s": batch_run.rps, "images_per_s": images_per_s},
         idle_p50_ms=idle_p50,
         idle_p99_ms=idle_p99,
         checks=[{"check": t, "met": ok, "target": tg} for t, ok, tg in checks],

@@ -90,18 +90,27 @@ class Batcher(Generic[R]):
 
     async def submit(self, pixels: bytes, timeout: float | None = None) -> R:
         """Queue one 784-byte image; `timeout` is the caller's remaining deadline in seconds."""
+        (future,) = self._enqueue((pixels,), timeout)
+        return await future
+
+    async def submit_many(self, images: list[bytes], timeout: float | None = None) -> list[R]:
+        """Queue several images at once: all of them, or none (QueueFull) when they do not all fit.
+        Cancelling the caller drops whichever have not reached the model yet."""
+        return list(await asyncio.gather(*self._enqueue(images, timeout)))
+
+    def _enqueue(self, images: tuple[bytes, ...] | list[bytes], timeout: float | None) -> list[asyncio.Future]:
         if self._closed:
             raise BatcherClosed("the server is shutting down")
-        if len(self._queue) >= self.max_queue:
-            raise QueueFull(f"the server is busy ({self.max_queue} requests waiting); try again shortly")
+        if len(self._queue) + len(images) > self.max_queue:
+            raise QueueFull(f"the server is busy ({len(self._queue)} requests waiting); try again shortly")
         now = time.monotonic()
-        future = self._loop.create_future()
-        item = _Item(pixels, future, now, None if timeout is None else now + timeout)
+        deadline = None if timeout is None else now + timeout
+        items = [_Item(pixels, self._loop.create_future(), now, deadline) for pixels in images]
         with self._cond:
-            self._queue.append(item)
+            self._queue.extend(items)
             if len(self._queue) >= self._want:
                 self._cond.notify()
-        return await future
+        return [item.future for item in items]
 
     # --- the inference thread ---
 

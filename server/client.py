@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -112,6 +113,10 @@ class Prediction:
         return second, self.probabilities[second]
 
 
+def _prediction(r: digits_pb2.PredictResponse) -> Prediction:
+    return Prediction(r.digit, r.confidence, list(r.probabilities), r.model_version, r.pixels)
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> DigitsError:
     """Turn a failed call into the matching DigitsError subclass."""
     code = exc.code()
@@ -184,14 +189,36 @@ class DigitsClient:
             raise BadPixels(f"pixels must be exactly {PIXELS_LEN} bytes (28x28), got {len(pixels)}")
         return await self._predict(digits_pb2.PredictRequest(pixels=pixels))
 
+    async def predict_batch(
+        self, *, pixels: Sequence[bytes] = (), images: Sequence[bytes] = ()
+    ) -> list[Prediction | DigitsError]:
+        """Classify many in one call (PredictBatch): all `pixels` items first, then all `images`.
+
+        Returns one entry per item, in that order: its Prediction, or the DigitsError it got (not
+        raised: one bad photo must not cost the others their answers). Raises only for what
+        concerns the whole call: Overloaded, ServerUnavailable, BATCH_TOO_LARGE, ..."""
+        items = [digits_pb2.PredictRequest(pixels=bytes(p)) for p in pixels]
+        items += [digits_pb2.PredictRequest(image=bytes(i)) for i in images]
+        if not items:
+            return []
+        reply = await self._call(self._get_stub().PredictBatch, digits_pb2.PredictBatchRequest(items=items))
+        results: list[Prediction | DigitsError] = []
+        for result in reply.results:
+            if result.WhichOneof("outcome") == "prediction":
+                results.append(_prediction(result.prediction))
+            else:
+                error = result.error
+                kind = _INVALID_BY_REASON.get(error.reason, InvalidInput)
+                results.append(kind(error.message, error.reason, grpc.StatusCode.INVALID_ARGUMENT))
+        return results
+
     async def ping(self) -> str:
         """Reach the server without touching the model; returns the loaded model's version."""
         reply = await self._call(self._get_stub().Ping, digits_pb2.PingRequest())
         return reply.model_version
 
     async def _predict(self, request: digits_pb2.PredictRequest) -> Prediction:
-        r = await self._call(self._get_stub().Predict, request)
-        return Prediction(r.digit, r.confidence, list(r.probabilities), r.model_version, r.pixels)
+        return _prediction(await self._call(self._get_stub().Predict, request))
 
     async def _call(self, method, request):
         deadline = time.monotonic() + self.timeout

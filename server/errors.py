@@ -18,6 +18,7 @@ class Reason(StrEnum):
     """Stable machine-readable reasons; clients switch on these, people read the message."""
 
     NO_INPUT = "NO_INPUT"
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
     UNREADABLE_IMAGE = "UNREADABLE_IMAGE"
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
     BAD_PIXELS = "BAD_PIXELS"

@@ -12,6 +12,7 @@ from pathlib import Path
 from server.client import DigitsClient, DigitsError
 
 TOKEN_ENV = "DIGITS_API_TOKEN"
+CHUNK = 64  # images per call
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/... files, one digit each")
     p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per image, retries included")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help=f"seconds per call of up to {CHUNK} images, retries included"
+    )
     p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate(s): connect with TLS")
     return p
 
@@ -30,22 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> int:
     ca = args.tls_ca.read_bytes() if args.tls_ca else None
     failures = 0
+    readable: list[tuple[Path, bytes]] = []
+    for path in args.images:
+        try:
+            readable.append((path, path.read_bytes()))
+        except OSError as exc:
+            failures += 1
+            print(f"{path}: cannot read file: {exc.strerror}", file=sys.stderr)
     async with DigitsClient(
         args.server, timeout=args.timeout, token=os.environ.get(TOKEN_ENV), root_certificates=ca
     ) as c:
-        for path in args.images:
+        # PredictBatch: a folder of scans costs one call per CHUNK files, not one per file.
+        for start in range(0, len(readable), CHUNK):
+            chunk = readable[start : start + CHUNK]
             try:
-                p = await c.predict_image(path.read_bytes())
-            except OSError as exc:
-                failures += 1
-                print(f"{path}: cannot read file: {exc.strerror}", file=sys.stderr)
-                continue
-            except DigitsError as exc:
-                failures += 1
-                print(f"{path}: {exc.reason}: {exc.message}", file=sys.stderr)
-                continue
-            second, second_p = p.runner_up
-            print(f"{path}: {p.digit} (confidence {p.confidence:.1%}; runner-up {second} {second_p:.1%})")
+                results = await c.predict_batch(images=[data for _, data in chunk])
+            except DigitsError as exc:  # the whole call failed (server down, busy, ...): say so per file
+                results = [exc] * len(chunk)
+            for (path, _), p in zip(chunk, results, strict=True):
+                if isinstance(p, DigitsError):
+                    failures += 1
+                    print(f"{path}: {p.reason}: {p.message}", file=sys.stderr)
+                    continue
+                second, second_p = p.runner_up
+                print(f"{path}: {p.digit} (confidence {p.confidence:.1%}; runner-up {second} {second_p:.1%})")
     return 1 if failures else 0
 
 

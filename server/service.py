@@ -5,8 +5,10 @@ with a google.rpc.ErrorInfo reason; nothing here touches the model directly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
@@ -44,6 +46,32 @@ def shutting_down() -> RpcFailure:
     return RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.SHUTTING_DOWN, "the server is shutting down")
 
 
+def _checked_pixels(pixels: bytes) -> bytes:
+    if len(pixels) != PIXELS_LEN:
+        raise RpcFailure(
+            INVALID,
+            Reason.BAD_PIXELS,
+            f"`pixels` must be exactly {PIXELS_LEN} bytes (28x28, row-major, 0 = background, 255 = ink), "
+            f"got {len(pixels)}",
+        )
+    return pixels
+
+
+@contextlib.contextmanager
+def _batcher_failures() -> Iterator[None]:
+    """The batcher's and the model process's exceptions, as the statuses callers see."""
+    try:
+        yield
+    except QueueFull as exc:
+        raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.QUEUE_FULL, str(exc)) from None
+    except DeadlineExpired as exc:
+        raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DEADLINE_EXCEEDED, str(exc)) from None
+    except BatcherClosed:
+        raise shutting_down() from None
+    except InferenceUnavailable as exc:  # the model process died; retrying reaches its replacement
+        raise RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.UNAVAILABLE, str(exc)) from None
+
+
 class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     def __init__(self, metrics: Metrics, preprocessor: PreprocessPool | None = None) -> None:
         self.metrics = metrics
@@ -56,10 +84,17 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         self.batcher, self.model_version = batcher, model_version
 
     async def Predict(self, request: digits_pb2.PredictRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Predict", self._predict, request, context)
+
+    async def PredictBatch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("PredictBatch", self._predict_batch, request, context)
+
+    async def _serve(self, method: str, handler, request, context: grpc.aio.ServicerContext):
+        """Run `handler`; every failure leaves as a status with ErrorInfo, and is counted."""
         start = time.perf_counter()
         code = "OK"
         try:
-            return await self._predict(request, context)
+            return await handler(request, context)
         except RpcFailure as failure:
             code = failure.code.name
             await context.abort_with_status(rich_status(failure.code, failure.reason, failure.message))
@@ -68,43 +103,81 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             raise
         except Exception:
             code = "INTERNAL"
-            log.exception("Predict failed")
+            log.exception("%s failed", method)
             await context.abort_with_status(
                 rich_status(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "internal error; it has been logged")
             )
         finally:
-            self.metrics.observe("Predict", code, time.perf_counter() - start)
+            self.metrics.observe(method, code, time.perf_counter() - start)
 
-    async def _predict(self, request: digits_pb2.PredictRequest, context: grpc.aio.ServicerContext):
-        batcher = self.batcher
+    def _ready_batcher(self) -> Batcher:
         if self.draining:
             raise shutting_down()
-        if batcher is None:
+        if self.batcher is None:
             raise not_ready()
+        return self.batcher
+
+    async def _predict(self, request: digits_pb2.PredictRequest, context: grpc.aio.ServicerContext):
+        batcher = self._ready_batcher()
+        pixels = await self._pixels(request)
+        with _batcher_failures():
+            digit, confidence, probabilities = await batcher.submit(pixels, context.time_remaining())
+        return self._response(pixels, digit, confidence, probabilities)
+
+    async def _predict_batch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
+        batcher = self._ready_batcher()
+        items = request.items
+        if not items:
+            raise RpcFailure(INVALID, Reason.NO_INPUT, "empty batch: send at least one item")
+        if len(items) > batcher.max_queue:
+            message = f"{len(items)} items in one call; this server takes at most {batcher.max_queue}"
+            raise RpcFailure(INVALID, Reason.BATCH_TOO_LARGE, message)
+        # Each item: its 784 pixels, or the failure Predict would have given it. Images decode side
+        # by side in the worker pool; pixel items need no await at all.
+        outcomes: list[bytes | RpcFailure | None] = [None] * len(items)
+        decoding: dict[int, asyncio.Future] = {}
+        for i, item in enumerate(items):
+            kind = item.WhichOneof("input")
+            try:
+                if kind == "pixels":
+                    outcomes[i] = _checked_pixels(item.pixels)
+                elif kind == "image":
+                    decoding[i] = asyncio.ensure_future(self._decode(item.image))
+                else:
+                    raise no_input()
+            except RpcFailure as failure:
+                outcomes[i] = failure
+        if decoding:
+            decoded = await asyncio.gather(*decoding.values(), return_exceptions=True)
+            for i, result in zip(decoding, decoded, strict=True):
+                if isinstance(result, BaseException) and not isinstance(result, RpcFailure):
+                    raise result
+                outcomes[i] = result
+        for outcome in outcomes:  # a busy pool concerns the whole call, like a full queue
+            if isinstance(outcome, RpcFailure) and outcome.code != INVALID:
+                raise outcome
+        good = [i for i, o in enumerate(outcomes) if isinstance(o, bytes)]
+        with _batcher_failures():
+            rows = await batcher.submit_many([outcomes[i] for i in good], context.time_remaining()) if good else []
+        results = [digits_pb2.PredictResult() for _ in items]
+        for i, (digit, confidence, probabilities) in zip(good, rows, strict=True):
+            results[i].prediction.CopyFrom(self._response(outcomes[i], digit, confidence, probabilities))
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, RpcFailure):
+                results[i].error.reason, results[i].error.message = outcome.reason, outcome.message
+        return digits_pb2.PredictBatchResponse(results=results)
+
+    async def _pixels(self, request: digits_pb2.PredictRequest) -> bytes:
         kind = request.WhichOneof("input")
         if kind == "pixels":
-            pixels = request.pixels
-            if len(pixels) != PIXELS_LEN:
-                raise RpcFailure(
-                    INVALID,
-                    Reason.BAD_PIXELS,
-                    f"`pixels` must be exactly {PIXELS_LEN} bytes (28x28, row-major, 0 = background, 255 = ink), "
-                    f"got {len(pixels)}",
-                )
-        elif kind == "image":
-            pixels = await self._decode(request.image)
-        else:
-            raise no_input()
-        try:
-            digit, confidence, probabilities = await batcher.submit(pixels, context.time_remaining())
-        except QueueFull as exc:
-            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.QUEUE_FULL, str(exc)) from None
-        except DeadlineExpired as exc:
-            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DEADLINE_EXCEEDED, str(exc)) from None
-        except BatcherClosed:
-            raise shutting_down() from None
-        except InferenceUnavailable as exc:  # the model process died; retrying reaches its replacement
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.UNAVAILABLE, str(exc)) from None
+            return _checked_pixels(request.pixels)
+        if kind == "image":
+            return await self._decode(request.image)
+        raise no_input()
+
+    def _response(
+        self, pixels: bytes, digit: int, confidence: float, probabilities: list[float]
+    ) -> digits_pb2.PredictResponse:
         return digits_pb2.PredictResponse(
             digit=digit,
             confidence=confidence,

@@ -196,6 +196,62 @@ async def test_expired_deadline(digits_server):
         assert (await client.predict_pixels(bytes(784))).digit in range(10)
 
 
+# --- PredictBatch ----------------------------------------------------------------------------------
+
+
+async def test_predict_batch_answers_every_item_in_order(digits_server, mnist_test, digit_samples, reference):
+    images = mnist_test.images[:40].numpy()
+    blank = io.BytesIO()
+    Image.new("L", (300, 200), 255).save(blank, "PNG")
+    photo = digit_samples[3][0]
+    async with DigitsClient(digits_server.target, timeout=30) as client:
+        results = await client.predict_batch(
+            pixels=[img.tobytes() for img in images] + [bytes(783)],
+            images=[encode(photo), b"not an image at all", blank.getvalue()],
+        )
+        single = await client.predict_image(encode(photo))
+    assert len(results) == 44
+    expected = reference(images)
+    for result, probs in zip(results[:40], expected, strict=True):
+        assert result.digit == int(probs.argmax()) and np.allclose(result.probabilities, probs, atol=1e-5)
+    assert [r.pixels for r in results[:40]] == [img.tobytes() for img in images]
+    assert isinstance(results[40], BadPixels) and "783" in results[40].message
+    assert results[41].pixels == single.pixels and results[41].digit == single.digit
+    # alone or among 40 others, the matrix kernels may round differently in the last bits
+    assert np.allclose(results[41].probabilities, single.probabilities, atol=1e-6)
+    assert isinstance(results[42], UnreadableImage) and isinstance(results[43], NoDigitFound)
+
+
+async def test_predict_batch_refuses_an_empty_or_oversized_call(digits_server):
+    async with grpc.aio.insecure_channel(digits_server.target) as channel:
+        stub = digits_pb2_grpc.DigitClassifierStub(channel)
+        too_many = [digits_pb2.PredictRequest(pixels=bytes(784))] * 1025  # the queue holds 1024
+        for items, reason in (([], "NO_INPUT"), (too_many, "BATCH_TOO_LARGE")):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.PredictBatch(digits_pb2.PredictBatchRequest(items=items), timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error_info(info.value.trailing_metadata()).reason == reason, info.value.details()
+
+
+async def test_predict_batch_is_queued_whole_or_not_at_all(shipped_model_path, mnist_test):
+    """The first call's 6 items wait in the queue (500 ms batch delay); the second call's 6 would
+    overflow the queue of 8, so none of them is queued and the call is RESOURCE_EXHAUSTED."""
+    args = ["--max-queue", "8", "--max-batch-size", "256", "--max-batch-delay-ms", "500", "--no-eager-idle"]
+    with ServerProcess(shipped_model_path, args + ["--workers", "1"]) as server:
+        pixels = [img.tobytes() for img in mnist_test.images[:6].numpy()]
+        async with DigitsClient(server.target, timeout=10, retries=0) as client:
+            first = asyncio.ensure_future(client.predict_batch(pixels=pixels))
+            await asyncio.sleep(0.2)
+            with pytest.raises(Overloaded) as info:
+                await client.predict_batch(pixels=pixels)
+            assert info.value.reason == "QUEUE_FULL"
+            assert [r.pixels for r in await first] == pixels
+            assert len(await client.predict_batch(pixels=pixels)) == 6, "the server keeps serving"
+        text = scrape(server.metrics_url)
+        assert metric(text, "digits_batch_size_sum") == 12, "the refused call's items never reached the model"
+        assert 'digits_requests_total{code="RESOURCE_EXHAUSTED",method="PredictBatch"} 1.0' in text
+
+
 # --- health, reflection, metrics -----------------------------------------------------------------
 
 
@@ -221,7 +277,7 @@ def test_reflection_lists_the_service(digits_server):
         assert "grpc.health.v1.Health" in services
         file = db.FindFileContainingSymbol("digits.v1.DigitClassifier")
         methods = {m.name for s in file.service for m in s.method}
-        assert {"Predict", "Ping"} <= methods
+        assert {"Predict", "PredictBatch", "Ping"} <= methods
 
 
 async def test_metrics_endpoint_scrapes(digits_server, reference):
