@@ -97,6 +97,12 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     metrics = Metrics()
+    fatal: list[str] = []
+
+    def on_fatal(reason: str) -> None:  # from the inference thread: the model cannot come back
+        fatal.append(reason)
+        loop.call_soon_threadsafe(stop.set)
+
     pool = PreprocessPool(args.workers, max_pixels=args.max_pixels, max_pending=args.max_queue)
     service = DigitClassifierService(metrics, pool)
     health = HealthServicer()
@@ -142,6 +148,7 @@ async def serve(args: argparse.Namespace) -> int:
             warm_to=args.max_batch_size,
             graph=not args.eager,
             on_restart=metrics.model_restarts.inc,
+            on_fatal=on_fatal,
         )
         runner, _ = await asyncio.gather(loop.run_in_executor(None, start_model), pool.warm_up())
     except Exception as exc:  # a bad checkpoint or device: say so plainly and exit non-zero
@@ -190,6 +197,8 @@ async def serve(args: argparse.Namespace) -> int:
     )
 
     await stop.wait()
+    if fatal:
+        log.error("stopping: %s", fatal[0])
     log.info("draining: health NOT_SERVING, finishing in-flight requests (grace %gs)", args.grace)
     service.draining = True  # new Predict calls now get UNAVAILABLE (SHUTTING_DOWN)
     await health.enter_graceful_shutdown()
@@ -198,6 +207,9 @@ async def serve(args: argparse.Namespace) -> int:
     await batcher.close()
     runner.close()
     pool.close()
+    if fatal:
+        log.error("stopped: the model could not be restarted (exit code 1, for a supervisor to start afresh)")
+        return 1
     log.info("stopped cleanly")
     return 0
 

@@ -92,11 +92,14 @@ class InferenceProcess:
         start_timeout: float = 300.0,
         batch_timeout: float = 60.0,
         on_restart: Callable[[], None] | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self._args = (None if path is None else str(path), device, threads, graph, warm_to)
         self._start_timeout = start_timeout
         self._batch_timeout = batch_timeout  # a hung model must not hold every later request forever
         self._on_restart = on_restart
+        self._on_fatal = on_fatal  # called on the inference thread
+        self._fatal: str | None = None
         # forkserver, like the preprocessing pool: never fork a process that runs gRPC threads.
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
@@ -135,9 +138,19 @@ class InferenceProcess:
 
     def predict(self, pixels: bytes, n: int) -> list[Row]:
         with self._lock:
+            if self._fatal is not None:
+                raise InferenceUnavailable(self._fatal)
             if self._conn is None:  # the previous child died: bring up a new one for this batch
                 log.warning("restarting the model process")
-                self.info = self._start()
+                try:
+                    self.info = self._start()
+                except InferenceUnavailable as exc:
+                    # The same start would fail for every later batch too: stop trying, and let the
+                    # owner decide (the server exits, and its supervisor starts it afresh).
+                    self._fatal = f"the model process could not be restarted: {exc}"
+                    if self._on_fatal is not None:
+                        self._on_fatal(self._fatal)
+                    raise InferenceUnavailable(self._fatal) from None
                 log.warning("model process restarted (pid %s)", self.pid)
                 if self._on_restart is not None:
                     self._on_restart()

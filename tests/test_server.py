@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -337,6 +338,27 @@ async def test_a_dead_model_process_is_replaced_and_the_server_keeps_serving(shi
             assert (await user.predict_pixels(image)).digit == before.digit
         assert "restarting the model process" in server.log()
         assert health_status(server.target) == "SERVING"
+
+
+async def test_a_model_that_cannot_come_back_stops_the_server(shipped_model_path, tmp_path):
+    """Crash-only: rather than answer UNAVAILABLE forever while health says SERVING, the server
+    drains and exits 1, and its supervisor (digits-run, Docker, Kubernetes) starts it afresh."""
+    model = tmp_path / "model.safetensors"
+    shutil.copy(shipped_model_path, model)
+    server = ServerProcess(model, ["--workers", "1"]).start()
+    try:
+        pid = int(re.search(r"model_pid=(\d+)", server.log()).group(1))
+        model.write_bytes(b"overwritten by a bad deploy")
+        os.kill(pid, signal.SIGKILL)
+        wait_until_dead(pid)
+        async with DigitsClient(server.target, timeout=30, retries=0) as client:
+            for _ in range(2):  # the batch that finds the process dead, then the one whose restart fails
+                with pytest.raises(ServerUnavailable):
+                    await client.predict_pixels(bytes(784))
+        assert server.process.wait(30) == 1, server.log()
+        assert "could not be restarted" in server.log() and "not a readable safetensors checkpoint" in server.log()
+    finally:
+        server.close()
 
 
 def descendants(pid: int) -> set[int]:
