@@ -40,6 +40,10 @@ class BatcherClosed(Exception):
     """The batcher is shutting down and takes no new work."""
 
 
+class BatchFailed(Exception):
+    """Raised by `run_batch` for a failure its message fully explains (logged without a traceback)."""
+
+
 @dataclass(slots=True)
 class _Item:
     pixels: bytes
@@ -166,7 +170,10 @@ class Batcher(Generic[R]):
             try:
                 results = self.run_batch(joined, len(batch))
             except Exception as exc:  # the model failed: every request in the batch learns why
-                log.exception("inference failed for a batch of %d", len(batch))
+                if isinstance(exc, BatchFailed):
+                    log.error("inference failed for a batch of %d: %s", len(batch), exc)
+                else:
+                    log.exception("inference failed for a batch of %d", len(batch))
                 self._loop.call_soon_threadsafe(self._fail, batch, exc)
                 continue
             self._loop.call_soon_threadsafe(self._deliver, batch, results)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server.batcher import BatchFailed
+
 log = logging.getLogger(__name__)
 
 Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for one request
@@ -34,7 +36,7 @@ _OK, _ERROR = b"\x00", b"\x01"
 NUM_CLASSES = 10
 
 
-class InferenceUnavailable(RuntimeError):
+class InferenceUnavailable(BatchFailed):
     """The model process could not answer (it failed to start, or died mid-batch)."""
 
 
@@ -165,8 +167,11 @@ class InferenceProcess:
                     )
                 reply = conn.recv_bytes()
             except (EOFError, OSError) as exc:
-                self._discard()
-                raise InferenceUnavailable("the model process died; it restarts with the next batch") from exc
+                proc = self._proc
+                self._discard()  # reaps it, so its exit code is known
+                code = proc.exitcode if proc is not None else None
+                how = "unknown cause" if code is None else f"exit code {code}" if code >= 0 else f"signal {-code}"
+                raise InferenceUnavailable(f"the model process died ({how}); it restarts with the next batch") from exc
         if reply[:1] == _ERROR:
             raise RuntimeError(f"inference failed: {reply[1:].decode(errors='replace')}")
         digits = reply[1 : 1 + n]
