@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,11 +40,15 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _exit_with_server() -> None:
-    """Worker initializer: leave when the server process dies, even by SIGKILL.
+def _worker_init() -> None:
+    """Workers live and die with the server, not with signals meant for it.
 
-    Pool workers block on their task queue and would otherwise outlive a killed server (keeping
-    the forkserver alive too); every restart by a supervisor would leak them."""
+    Ctrl-C reaches the whole process group: ignored here, the server drains and then closes the
+    pool (a worker killed by it would print a traceback and fail the photos still in flight).
+    And a worker leaves when the server process dies, even by SIGKILL: blocked on its task queue
+    it would otherwise outlive the server (keeping the forkserver alive too), and every restart
+    by a supervisor would leak them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -76,7 +81,7 @@ class PreprocessPool:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_exit_with_server)
+        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_worker_init)
 
     async def warm_up(self) -> None:
         """Start every worker (imports included) before the server reports SERVING."""

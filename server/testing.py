@@ -49,12 +49,14 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         port: int | None = None,
         metrics_port: int | None = None,
+        own_group: bool = False,
     ) -> None:
         self.model = model
         self.args = list(args)
         self.env = env
         self.port = port or free_port()
         self.metrics_port = metrics_port or free_port()
+        self.own_group = own_group  # a process group of its own, as a server started from a terminal
         self.target = f"127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.process: subprocess.Popen | None = None
@@ -72,7 +74,12 @@ class ServerProcess:
             return self
         env = {**os.environ, **(self.env or {})}
         self.process = subprocess.Popen(
-            self.command(), cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            self.command(),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.own_group,
         )
         if wait:
             self.wait_serving(timeout, credentials)
@@ -95,6 +102,14 @@ class ServerProcess:
     def signal(self, sig: int = signal.SIGTERM) -> None:
         if self.running:
             self.process.send_signal(sig)
+
+    def signal_group(self, sig: int = 2) -> None:  # SIGINT (the method above shadows the module here)
+        """What Ctrl-C in a terminal does: `sig` to the server and every process it started.
+        Needs `own_group=True`, or the signal would reach the caller's group too."""
+        if not self.own_group:
+            raise RuntimeError("signal_group needs ServerProcess(own_group=True)")
+        if self.running:
+            os.killpg(self.process.pid, sig)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (graceful drain) and wait; kills only if it hangs. Returns the exit code."""

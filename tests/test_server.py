@@ -362,6 +362,20 @@ async def test_a_model_that_cannot_come_back_stops_the_server(shipped_model_path
         server.close()
 
 
+async def test_ctrl_c_drains_quietly(shipped_model_path, digit_samples):
+    """Ctrl-C in a terminal signals the whole process group: the model process and the preprocessing
+    workers must leave the shutdown to the server, which drains and exits 0 without tracebacks."""
+    server = ServerProcess(shipped_model_path, ["--workers", "2"], own_group=True).start()
+    try:
+        async with DigitsClient(server.target) as client:
+            assert (await client.predict_image(encode(digit_samples[2][0]))).digit == 2
+        server.signal_group(signal.SIGINT)
+        assert server.process.wait(30) == 0, server.log()
+        assert "stopped cleanly" in server.log() and "Traceback" not in server.log(), server.log()
+    finally:
+        server.close()
+
+
 def descendants(pid: int) -> set[int]:
     found, todo = set(), [pid]
     while todo:
