@@ -132,24 +132,21 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         if len(items) > batcher.max_queue:
             message = f"{len(items)} items in one call; this server takes at most {batcher.max_queue}"
             raise RpcFailure(INVALID, Reason.BATCH_TOO_LARGE, message)
-        # Each item: its 784 pixels, or the failure Predict would have given it. Images decode side
-        # by side in the worker pool; pixel items need no await at all.
+        # Each item: its 784 pixels, or the failure Predict would have given it. Pixel items are
+        # checked in place; the rest (images, empty items) go through `_pixels` side by side.
         outcomes: list[bytes | RpcFailure | None] = [None] * len(items)
-        decoding: dict[int, asyncio.Future] = {}
+        pending: dict[int, asyncio.Future] = {}
         for i, item in enumerate(items):
-            kind = item.WhichOneof("input")
-            try:
-                if kind == "pixels":
+            if item.WhichOneof("input") == "pixels":
+                try:
                     outcomes[i] = _checked_pixels(item.pixels)
-                elif kind == "image":
-                    decoding[i] = asyncio.ensure_future(self._decode(item.image))
-                else:
-                    raise no_input()
-            except RpcFailure as failure:
-                outcomes[i] = failure
-        if decoding:
-            decoded = await asyncio.gather(*decoding.values(), return_exceptions=True)
-            for i, result in zip(decoding, decoded, strict=True):
+                except RpcFailure as failure:
+                    outcomes[i] = failure
+            else:
+                pending[i] = asyncio.ensure_future(self._pixels(item))
+        if pending:
+            done = await asyncio.gather(*pending.values(), return_exceptions=True)
+            for i, result in zip(pending, done, strict=True):
                 if isinstance(result, BaseException) and not isinstance(result, RpcFailure):
                     raise result
                 outcomes[i] = result
