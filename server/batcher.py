@@ -207,5 +207,5 @@ class Batcher(Generic[R]):
         with self._cond:
             self._cond.notify()
         if self._thread is not None:
+            # The thread schedules its last answers before it ends, so they land before this returns.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            await asyncio.sleep(0)  # let the last batch's answers (scheduled by the thread) land

@@ -103,13 +103,13 @@ class ServerProcess:
         if self.running:
             self.process.send_signal(sig)
 
-    def signal_group(self, sig: int = 2) -> None:  # SIGINT (the method above shadows the module here)
+    def signal_group(self, sig: int | None = None) -> None:
         """What Ctrl-C in a terminal does: `sig` to the server and every process it started.
         Needs `own_group=True`, or the signal would reach the caller's group too."""
         if not self.own_group:
             raise RuntimeError("signal_group needs ServerProcess(own_group=True)")
         if self.running:
-            os.killpg(self.process.pid, sig)
+            os.killpg(self.process.pid, signal.SIGINT if sig is None else sig)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (graceful drain) and wait; kills only if it hangs. Returns the exit code."""
