@@ -7,6 +7,7 @@ them. torchvision's downloader is only the fallback when the files are missing.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import struct
@@ -44,6 +45,17 @@ class Split:
         if n is None or n >= len(self):
             return self
         return Split(self.images[:n], self.labels[:n])
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--data-dir` and `--no-download`, the same for every command that reads MNIST."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the MNIST IDX files (default: $MNIST_DIR, data/mnist, or ../shared/data/mnist)",
+    )
+    parser.add_argument("--no-download", action="store_true", help="never download MNIST when files are missing")
 
 
 def default_data_dir() -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, resolve_device
-from training.data import MnistFileError, default_data_dir, load_split, train_val_split
+from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
 from training.metrics import ECE_BINS, collect_logits, report, throughput
 
 
@@ -22,13 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help="safetensors checkpoint")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="MNIST folder (default: $MNIST_DIR, data/mnist, ../shared/data/mnist)",
-    )
-    p.add_argument("--no-download", action="store_true", help="never download MNIST when files are missing")
+    add_data_arguments(p)
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for evaluation and the throughput figure")

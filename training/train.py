@@ -28,7 +28,7 @@ from tqdm import tqdm
 from training import tracking
 from training.augment import AugmentConfig, augment
 from training.checkpoint import resolve_device, save_checkpoint
-from training.data import MnistFileError, default_data_dir, load_split, train_val_split
+from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
 from training.metrics import collect_logits, fit_temperature, report
 from training.model import DigitEncoder, EncoderConfig
 
@@ -43,13 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = EncoderConfig()
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder with the MNIST IDX files (default: $MNIST_DIR, data/mnist, or ../shared/data/mnist)",
-    )
-    p.add_argument("--no-download", action="store_true", help="never download MNIST when files are missing")
+    add_data_arguments(p)
     p.add_argument(
         "--run-dir",
         type=Path,
