@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from server.client import DigitsClient, DigitsError
+from server.client import DigitsClient, DigitsError, Prediction
 
 TOKEN_ENV = "DIGITS_API_TOKEN"
 CHUNK = 64  # images per call
@@ -33,30 +33,35 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> int:
     ca = args.tls_ca.read_bytes() if args.tls_ca else None
     failures = 0
-    readable: list[tuple[Path, bytes]] = []
-    for path in args.images:
-        try:
-            readable.append((path, path.read_bytes()))
-        except OSError as exc:
-            failures += 1
-            print(f"{path}: cannot read file: {exc.strerror}", file=sys.stderr)
     async with DigitsClient(
         args.server, timeout=args.timeout, token=os.environ.get(TOKEN_ENV), root_certificates=ca
     ) as c:
         # PredictBatch: a folder of scans costs one call per CHUNK files, not one per file.
-        for start in range(0, len(readable), CHUNK):
-            chunk = readable[start : start + CHUNK]
+        for start in range(0, len(args.images), CHUNK):
+            paths = args.images[start : start + CHUNK]
+            outcomes: list[Prediction | DigitsError | OSError | bytes] = []
+            for path in paths:
+                try:
+                    outcomes.append(path.read_bytes())
+                except OSError as exc:
+                    outcomes.append(exc)
+            sent = [i for i, o in enumerate(outcomes) if isinstance(o, bytes)]
             try:
-                results = await c.predict_batch(images=[data for _, data in chunk])
+                results = await c.predict_batch(images=[outcomes[i] for i in sent]) if sent else []
             except DigitsError as exc:  # the whole call failed (server down, busy, ...): say so per file
-                results = [exc] * len(chunk)
-            for (path, _), p in zip(chunk, results, strict=True):
-                if isinstance(p, DigitsError):
+                results = [exc] * len(sent)
+            for i, result in zip(sent, results, strict=True):
+                outcomes[i] = result
+            for path, p in zip(paths, outcomes, strict=True):  # in the order the files were given
+                if isinstance(p, OSError):
+                    failures += 1
+                    print(f"{path}: cannot read file: {p.strerror}", file=sys.stderr)
+                elif isinstance(p, DigitsError):
                     failures += 1
                     print(f"{path}: {p.reason}: {p.message}", file=sys.stderr)
-                    continue
-                second, second_p = p.runner_up
-                print(f"{path}: {p.digit} (confidence {p.confidence:.1%}; runner-up {second} {second_p:.1%})")
+                else:
+                    second, second_p = p.runner_up
+                    print(f"{path}: {p.digit} (confidence {p.confidence:.1%}; runner-up {second} {second_p:.1%})")
     return 1 if failures else 0
 
 
