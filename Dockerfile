@@ -13,10 +13,14 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.4" "torchvision>=0.19"
 
 COPY pyproject.toml README.md* ./
+COPY model model
 COPY training training
 COPY preprocessing preprocessing
 COPY server server
+COPY client client
 COPY bots bots
+COPY launcher launcher
+COPY testkit testkit
 COPY protos protos
 COPY models models
 # Editable, so the code keeps finding models/ next to it (the shipped checkpoint).

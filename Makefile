@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint eval train bench help
+.PHONY: run test test-unit test-e2e lint eval train bench help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -21,8 +21,17 @@ run: $(STAMP)  ## the server with the shipped model, plus each bot whose token i
 	$(BIN)/digits-run
 
 test: $(STAMP)  ## lint, then the whole test suite
-	$(BIN)/ruff check .
-	WANDB_MODE=offline $(BIN)/pytest
+	$(BIN)/python -m ruff check .
+	WANDB_MODE=offline $(BIN)/python -m pytest
+
+test-unit: $(STAMP)  ## the fast tests: no servers, no subprocesses (about a minute)
+	WANDB_MODE=offline $(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/python -m ruff check .
+
+test-e2e: $(STAMP)  ## end to end: real gRPC servers, real bots against fake Telegram/Discord on 127.0.0.1
+	WANDB_MODE=offline $(BIN)/python -m pytest tests/e2e
 
 eval: $(STAMP)  ## accuracy, calibration and speed of the shipped model on MNIST test
 	$(BIN)/digits-eval

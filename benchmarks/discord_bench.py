@@ -1,4 +1,4 @@
-"""How fast the Discord bot answers: the real bot, the fake Discord (tests/fake_discord.py), a real server.
+"""How fast the Discord bot answers: the real bot, the fake Discord (testkit/fake_discord.py), a real server.
 
 Discord drops an interaction that is not acknowledged within 3 s, so the figure that matters most
 is the time from INTERACTION_CREATE to the deferred ACK, under load; then the time to the final
@@ -18,27 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-for path in (REPO_ROOT, REPO_ROOT / "tests"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from fake_discord import CALLBACK_DEFERRED_CHANNEL_MESSAGE, FakeDiscord  # noqa: E402
-from test_discord_bot import photo  # noqa: E402
-
-from bots.core import Recognizer  # noqa: E402
-from bots.discord_bot import DiscordConfig, serve  # noqa: E402
-from server.client import DigitsClient  # noqa: E402
-from server.testing import ServerProcess  # noqa: E402
-from training.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from training.data import default_data_dir, load_split  # noqa: E402
+from bots.core import Recognizer
+from bots.discord_bot import DiscordConfig, serve
+from client import DigitsClient
+from model.checkpoint import DEFAULT_CHECKPOINT
+from testkit.fake_discord import CALLBACK_DEFERRED_CHANNEL_MESSAGE, FakeDiscord
+from testkit.photos import phone_photo
+from testkit.server_process import ServerProcess
+from testkit.stats import percentile as pct
+from training.data import default_data_dir, load_split
 
 TOKEN = "bench-token"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def report(name: str, seconds: list[float]) -> None:
@@ -59,7 +49,7 @@ async def slash(fake: FakeDiscord, data: bytes, user: dict) -> tuple[float, floa
 
 async def bench(args: argparse.Namespace, target: str) -> None:
     images = load_split("test", default_data_dir(), download=False).images
-    photos = [photo(images[i].numpy()) for i in range(32)]
+    photos = [phone_photo(images[i].numpy()) for i in range(32)]
     fake = await FakeDiscord(TOKEN).start()
     client = DigitsClient(target, timeout=30.0)
     recognizer = Recognizer(client, rate=10**9)

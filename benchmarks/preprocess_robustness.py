@@ -1,6 +1,6 @@
 """How much of the model's accuracy survives real photos and sketches: preprocessing vs a naive resize.
 
-Renders the robustness set (benchmarks/robustness_set.py) from MNIST *test* digits, runs
+Renders the robustness set (testkit/robustness_set.py) from MNIST *test* digits, runs
 `preprocessing.preprocess` + the model and a naive baseline (grayscale, invert if light, resize to
 28x28) + the same model side by side, and prints per-style and per-variant accuracy, the rejection
 rate on negatives, the MNIST-re-encoded-at-other-sizes control, and latency on one core.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,15 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.robustness_set import STYLES, photo, reencoded, render  # noqa: E402
-from preprocessing import PreprocessError, preprocess  # noqa: E402
-from preprocessing.mnist_style import ImageTooLargeError  # noqa: E402
-from training.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint  # noqa: E402
-from training.data import load_split  # noqa: E402
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from preprocessing import PreprocessError, preprocess
+from preprocessing.mnist_style import ImageTooLargeError
+from testkit.robustness_set import STYLES, photo, reencoded, render
+from training.data import load_split
 
 TARGETS = {"photo": 98.0, "scan": 99.0, "sketch": 98.5}
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import io
 import json
 import os
 import sys
@@ -26,11 +25,12 @@ import grpc
 import numpy as np
 import torch
 from digits.v1 import digits_pb2, digits_pb2_grpc
-from PIL import Image, ImageFilter
 
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from server.model_runner import ModelRunner
-from server.testing import ServerProcess
-from training.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from testkit.photos import phone_photo
+from testkit.server_process import ServerProcess
+from testkit.stats import percentile
 from training.data import load_split
 from training.metrics import collect_logits, report
 
@@ -50,12 +50,6 @@ class Run:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def batch_stats(metrics_url: str) -> tuple[float, float]:
@@ -104,7 +98,7 @@ async def drive(target: str, method: str, requests: list, clients: int, duration
         elapsed = time.perf_counter() - measure_from
     latencies.sort()
     ms = [x * 1000 for x in latencies]
-    p50, p95, p99 = (percentile(ms, q) for q in (0.50, 0.95, 0.99))
+    p50, p95, p99 = (percentile(ms, q) for q in (50, 95, 99))
     return Run(method, len(ms), errors, elapsed, p50, p95, p99, no_digit=no_digit)
 
 
@@ -135,22 +129,6 @@ def model_ceiling(model: Path, device: str, graph: bool, batch: int = 256, secon
     return best
 
 
-def photo(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
-    """A 640x480 JPEG like a phone photo: grey uneven paper, noise, a dark digit off-centre."""
-    w, h = 640, 480
-    gradient = np.linspace(170, 225, w)[None, :] + np.linspace(-15, 15, h)[:, None]
-    paper = gradient + rng.normal(0, 6, (h, w))
-    size = int(rng.integers(180, 300))
-    digit = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR), dtype=np.float64) / 255
-    x, y = int(rng.integers(40, w - size - 40)), int(rng.integers(20, h - size - 20))
-    region = paper[y : y + size, x : x + size]
-    paper[y : y + size, x : x + size] = region * (1 - digit) + 30 * digit
-    image = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").filter(ImageFilter.GaussianBlur(1))
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=88)
-    return buf.getvalue()
-
-
 async def idle_latency(target: str, request, n: int = 300) -> tuple[float, float]:
     """One request at a time: (p50, p99) in ms, end to end through a real channel."""
     async with grpc.aio.insecure_channel(target) as channel:
@@ -163,7 +141,7 @@ async def idle_latency(target: str, request, n: int = 300) -> tuple[float, float
             await stub.Predict(request)
             times.append((time.perf_counter() - t0) * 1000)
     times.sort()
-    return percentile(times, 0.5), percentile(times, 0.99)
+    return percentile(times, 50), percentile(times, 99)
 
 
 async def exactness(target: str, split, model: Path) -> dict:
@@ -206,7 +184,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     split = load_split("test", download=False)
     pixel_requests = [digits_pb2.PredictRequest(pixels=img.tobytes()) for img in split.images[:2000].numpy()]
     rng = np.random.default_rng(0)
-    photos = [digits_pb2.PredictRequest(image=photo(img, rng)) for img in split.images[:64].numpy()]
+    photos = [digits_pb2.PredictRequest(image=phone_photo(img, rng=rng)) for img in split.images[:64].numpy()]
     common = ["--device", args.device, "--max-queue", "4096", "--log-level", "WARNING"]
     if args.workers:
         common += ["--workers", str(args.workers)]

@@ -18,19 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from fake_telegram import FakeTelegram, digit_photo  # noqa: E402
-
-from server.testing import ServerProcess  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (no interpolation: p99 of 100 samples is the 99th smallest)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5 - 1e-9)))
-    return ordered[rank - 1]
+from model.checkpoint import DEFAULT_CHECKPOINT
+from testkit.fake_telegram import FakeTelegram
+from testkit.photos import phone_photo
+from testkit.server_process import REPO_ROOT as REPO
+from testkit.server_process import ServerProcess
+from testkit.stats import percentile
 
 
 def sample_photos(count: int, noise: float) -> list[bytes]:
@@ -46,7 +39,7 @@ def sample_photos(count: int, noise: float) -> list[bytes]:
     rng = np.random.default_rng(0)
     photos = []
     for i in range(count):
-        clean = np.asarray(Image.open(io.BytesIO(digit_photo(test.images[i].numpy()))).convert("RGB"), dtype=float)
+        clean = np.asarray(Image.open(io.BytesIO(phone_photo(test.images[i].numpy()))).convert("RGB"), dtype=float)
         grainy = np.clip(clean + rng.normal(0, noise, clean.shape), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(grainy).save(buf, format="JPEG", quality=90)
@@ -72,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured updates first (default 10)")
     parser.add_argument("--target", help="use a running digits server instead of starting one")
     parser.add_argument("--noise", type=float, default=8.0, help="grain std-dev in grey levels (0: clean)")
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "digits-encoder.safetensors")
+    parser.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT)
     args = parser.parse_args(argv)
 
     server = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import io
 import logging
+import math
 import mimetypes
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 from PIL import Image
 
-from server.client import (
+from client import (
     BadPixels,
     DigitsClient,
     DigitsError,
@@ -111,10 +112,12 @@ class RateLimiter:
 
 
 def seen_png(pixels: bytes, size: int = SEEN_SIZE) -> bytes | None:
-    """Upscale the 28x28 image the model saw (nearest neighbour, so pixels stay visible) to PNG."""
-    if len(pixels) != 28 * 28:
+    """Upscale the square image the model saw (nearest neighbour, so pixels stay visible) to PNG.
+    Its side comes from the bytes: the bots do not hard-code the model's input shape."""
+    side = math.isqrt(len(pixels))
+    if side == 0 or side * side != len(pixels):
         return None
-    img = Image.frombytes("L", (28, 28), pixels).resize((size, size), Image.Resampling.NEAREST)
+    img = Image.frombytes("L", (side, side), pixels).resize((size, size), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

@@ -1,4 +1,4 @@
-"""MNIST-style preprocessing shared by the server and the bots: image bytes -> 28x28 uint8."""
+"""MNIST-style preprocessing for the server: image bytes -> 28x28 uint8, or a clear error."""
 
 from preprocessing.mnist_style import (
     DEFAULT_MAX_PIXELS,

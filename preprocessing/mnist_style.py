@@ -2,8 +2,9 @@
 
 The pipeline, one module per step: decode (bombs refused from the header, big JPEGs decoded at
 reduced size, EXIF orientation, transparency), segment (polarity, background, ink, the strokes that
-belong together), normalize (stroke width, 20x20 fit, center of mass). The server and the bots both
-call `preprocess`, so the model sees the same thing whichever way an image arrives.
+belong together), normalize (stroke width, 20x20 fit, center of mass). The server's preprocessing
+workers call `preprocess` for every encoded image, so the model sees the same thing whichever bot or
+client sent it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.shape import IMAGE_SIZE
 from preprocessing.decode import decode
 from preprocessing.errors import ImageTooLargeError, PreprocessError, UnreadableImageError
 from preprocessing.normalize import to_mnist
@@ -48,7 +50,7 @@ def preprocess(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preproce
     decoded = decode(data, max_pixels)
     found = find_digit(decoded.gray)
     if found is None:
-        return Preprocessed(np.zeros((28, 28), np.uint8), None)
+        return Preprocessed(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8), None)
     pixels = to_mnist(found.ink)
     if not pixels.any():
         return Preprocessed(pixels, None)

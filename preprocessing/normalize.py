@@ -11,7 +11,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-SIZE = 28
+from model.shape import IMAGE_SIZE
+
+SIZE = IMAGE_SIZE
 BOX = 20
 CANVAS = 80  # long side of the working canvas: 4x the 20-pixel box
 CENTER = 14.0  # MNIST's mean center of mass (row and column), measured on its test set

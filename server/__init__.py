@@ -1,4 +1,4 @@
-"""The digits gRPC inference server (issue 4) and the small client the bots use.
+"""The digits gRPC inference server: servicer, dynamic batcher, preprocessing pool, model process.
 
-Importing this package is cheap (no torch): `server.client` must stay usable from the bots.
+Importing this package is cheap (no torch): torch is loaded only in the model process.
 """

@@ -9,8 +9,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 import grpc
-
-from server.errors import Reason, rich_status
+from digits.v1.errors import Reason, rich_status
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.shape import NUM_CLASSES, PIXELS_LEN
 from server.batcher import BatchFailed
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for one request
 
 _OK, _ERROR = b"\x00", b"\x01"
-NUM_CLASSES = 10
 
 
 class InferenceUnavailable(BatchFailed):
@@ -71,7 +71,7 @@ def _child(conn: Connection, path: str | None, device: str, threads: int | None,
         except (EOFError, OSError):  # the parent is gone or closed the pipe: stop
             return
         try:
-            digits, probs = runner.predict_arrays(pixels, len(pixels) // (28 * 28))
+            digits, probs = runner.predict_arrays(pixels, len(pixels) // PIXELS_LEN)
             reply = _OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes()
         except Exception as exc:
             reply = _ERROR + f"{type(exc).__name__}: {exc}".encode()

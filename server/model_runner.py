@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.client import PIXELS_LEN
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_device
+from model.shape import IMAGE_SIZE, PIXELS_LEN
 from server.inference_process import Row
-from training.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ModelRunner:
         about 10% less. TorchScript is deprecated upstream, so anything that goes wrong (an API gone
         from a later torch, or a graph that differs from eager by a single bit) keeps eager, whose
         arithmetic is the offline evaluation's."""
-        probe = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(self.device)
+        probe = torch.rand(8, 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)).to(self.device)
         try:
             with torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # trace/freeze announce their deprecation on every call
@@ -62,7 +62,7 @@ class ModelRunner:
     def predict_arrays(self, pixels: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Same arithmetic as the offline evaluation (uint8 -> float / 255), then softmax(logits / T).
         Returns the digits (n,) and the probabilities (n, 10) as arrays, cheap to ship between processes."""
-        x = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(n, 1, 28, 28)
+        x = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(n, 1, IMAGE_SIZE, IMAGE_SIZE)
         if self.device.type != "cpu":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.float().div_(255)

@@ -12,8 +12,9 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from digits.v1.errors import Reason
+
 from preprocessing import DEFAULT_MAX_PIXELS, PreprocessError, preprocess
-from server.errors import Reason
 
 
 class ImageRejected(Exception):

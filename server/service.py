@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
+from digits.v1.errors import Reason, rich_status
 
+from model.shape import PIXELS_LEN
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
-from server.client import PIXELS_LEN
-from server.errors import Reason, rich_status
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
 from server.preprocess_pool import ImageRejected, PreprocessPool

@@ -25,7 +25,7 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shipped_model_path() -> Path:
-    from training.checkpoint import DEFAULT_CHECKPOINT
+    from model.checkpoint import DEFAULT_CHECKPOINT
 
     assert DEFAULT_CHECKPOINT.is_file(), f"shipped checkpoint missing: {DEFAULT_CHECKPOINT}"
     return DEFAULT_CHECKPOINT
@@ -37,7 +37,7 @@ def digits_server(shipped_model_path):
 
     `.target` is "127.0.0.1:PORT"; `.stop()` / `.start()` simulate an outage (same port);
     `.metrics_url`, `.log()`. See server/testing.py."""
-    from server.testing import ServerProcess
+    from testkit.server_process import ServerProcess
 
     server = ServerProcess(model=shipped_model_path, args=["--workers", "1"])
     server.start()

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.shape import IMAGE_SIZE
+
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
@@ -100,8 +102,8 @@ def read_idx(path: Path, magic: int, expected_count: int | None = None) -> np.nd
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     if expected_count is not None and dims[0] != expected_count:
         raise MnistFileError(f"{path}: holds {dims[0]} items, expected {expected_count}")
-    if ndim == 3 and dims[1:] != (28, 28):
-        raise MnistFileError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+    if ndim == 3 and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise MnistFileError(f"{path}: images are {dims[1]}x{dims[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     size = int(np.prod(dims))
     if len(raw) - header != size:
         raise MnistFileError(f"{path}: truncated or padded: {len(raw) - header} data bytes, expected {size}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, resolve_device
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, resolve_device
 from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
 from training.metrics import ECE_BINS, collect_logits, report, throughput
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.shape import IMAGE_SIZE
 from training.data import Split
 
 ECE_BINS = 15
@@ -98,7 +99,7 @@ def throughput(
 ) -> float:
     """Images per second for repeated forward passes at `batch_size` (after a warm-up)."""
     model.eval()
-    x = torch.rand(batch_size, 1, 28, 28, device=device)
+    x = torch.rand(batch_size, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
     for _ in range(3):
         model(x)
     if torch.device(device).type == "cuda":

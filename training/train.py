@@ -25,12 +25,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from model.checkpoint import resolve_device, save_checkpoint
+from model.encoder import DigitEncoder, EncoderConfig
 from training import tracking
 from training.augment import AugmentConfig, augment
-from training.checkpoint import resolve_device, save_checkpoint
 from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
 from training.metrics import collect_logits, fit_temperature, report
-from training.model import DigitEncoder, EncoderConfig
 
 log = logging.getLogger("digits.train")
 
@@ -280,7 +280,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best) -> dict:
     """Pick the best epoch, fit the temperature on validation, report on test, export."""
-    from training.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     model = load_checkpoint(best_path, device=device).model
     val_logits = collect_logits(model, val_split, device=device)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.checkpoint import load_checkpoint, read_metadata
+from model.checkpoint import load_checkpoint, read_metadata
 from training.metrics import collect_logits, report
 
 

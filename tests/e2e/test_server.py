@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 from digits.v1 import digits_pb2, digits_pb2_grpc
+from digits.v1.errors import DOMAIN, error_info
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from PIL import Image
 
-from preprocessing import preprocess
-from server.client import (
+from client import (
     BadPixels,
     DigitsClient,
     ImageTooLarge,
@@ -37,9 +37,9 @@ from server.client import (
     ServerUnavailable,
     UnreadableImage,
 )
-from server.errors import DOMAIN, error_info
-from server.testing import ServerProcess, health_status
-from training.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint
+from preprocessing import preprocess
+from testkit.server_process import ServerProcess, health_status
 
 
 @pytest.fixture(scope="module")
@@ -530,7 +530,7 @@ def test_digits_predict_prints_digit_and_confidence(digits_server, digit_samples
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
     result = subprocess.run(
-        [sys.executable, "-m", "server.predict_cli", str(good), str(bad), "--server", digits_server.target],
+        [sys.executable, "-m", "client.predict_cli", str(good), str(bad), "--server", digits_server.target],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.shape import IMAGE_SIZE, NUM_CLASSES
+
 # MNIST training-set statistics; part of the model so callers feed plain [0, 1] pixels.
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -24,14 +26,14 @@ MNIST_STD = 0.3081
 class EncoderConfig:
     """Everything needed to rebuild the architecture; stored in every checkpoint."""
 
-    image_size: int = 28
+    image_size: int = IMAGE_SIZE
     patch_size: int = 4
     dim: int = 64
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.0
-    num_classes: int = 10
+    num_classes: int = NUM_CLASSES
     pool: str = "cls"  # "cls": a learned class token; "mean": average of the patch tokens
     pos_embedding: str = "learned"  # "learned" or "sinusoidal" (fixed)
 

@@ -1,4 +1,4 @@
-"""The small asyncio client the bots use: one channel, a deadline per call, retries with backoff
+"""The asyncio client the bots use: one channel, a deadline per call, retries with backoff
 on UNAVAILABLE, and one exception family whose `.reason` says what went wrong.
 
     async with DigitsClient("127.0.0.1:50051") as client:
@@ -15,10 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
-
-from server.errors import Reason, error_info
-
-PIXELS_LEN = 28 * 28
+from digits.v1.errors import Reason, error_info
 
 # Reconnect quickly after an outage: gRPC's default backoff grows to 120 s, so a bot would stay
 # "unavailable" for minutes after the server came back.
@@ -184,10 +181,8 @@ class DigitsClient:
 
     async def predict_pixels(self, pixels: bytes) -> Prediction:
         """Classify 784 bytes: 28x28, row-major, MNIST convention (0 background, 255 ink)."""
-        pixels = bytes(pixels)
-        if len(pixels) != PIXELS_LEN:
-            raise BadPixels(f"pixels must be exactly {PIXELS_LEN} bytes (28x28), got {len(pixels)}")
-        return await self._predict(digits_pb2.PredictRequest(pixels=pixels))
+        # The server checks the length (BAD_PIXELS): the client does not hard-code the model's shape.
+        return await self._predict(digits_pb2.PredictRequest(pixels=bytes(pixels)))
 
     async def predict_batch(
         self, *, pixels: Sequence[bytes] = (), images: Sequence[bytes] = ()

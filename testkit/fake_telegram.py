@@ -388,20 +388,3 @@ class FakeTelegram:
 
     async def api_logOut(self, params, files):
         return True
-
-
-def digit_photo(pixels, *, size: tuple[int, int] = (640, 480), fmt: str = "JPEG") -> bytes:
-    """A phone-like photo of an MNIST digit: dark ink on light paper, upscaled, centred (JPEG by default)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    ink = Image.fromarray(255 - np.asarray(pixels, dtype=np.uint8), mode="L")
-    side = int(min(size) * 0.7)
-    paper = Image.new("L", size, 235)
-    paper.paste(ink.resize((side, side), Image.Resampling.BICUBIC).point(lambda v: min(v, 235)),
-                ((size[0] - side) // 2, (size[1] - side) // 2))
-    buf = io.BytesIO()
-    paper.convert("RGB").save(buf, format=fmt, quality=90) if fmt == "JPEG" else paper.save(buf, format=fmt)
-    return buf.getvalue()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint
 from training.evaluate import evaluate
 from training.evaluate import parse_args as eval_args
 from training.train import parse_args, train

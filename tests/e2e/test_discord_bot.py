@@ -1,4 +1,4 @@
-"""End to end: the real discord.py bot against the fake Discord (tests/fake_discord.py) and a real digits server.
+"""End to end: the real discord.py bot against the fake Discord (testkit/fake_discord.py) and a real digits server.
 
 Each test uses its own fake user, so the per-user rate limit (small on purpose) only bites where a test wants it.
 """
@@ -15,34 +15,24 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from discord.gateway import DiscordWebSocket
-from fake_discord import CALLBACK_CHANNEL_MESSAGE, CALLBACK_DEFERRED_CHANNEL_MESSAGE, EPHEMERAL_FLAG, FakeDiscord
 from PIL import Image
 
 from bots.core import NO_DIGIT_TEXT, NOT_IMAGE_TEXT, UNAVAILABLE_TEXT, Recognizer
 from bots.discord_bot import NO_IMAGE_TEXT, DiscordConfig, serve
-from server.client import DigitsClient
+from client import DigitsClient
+from testkit.fake_discord import (
+    CALLBACK_CHANNEL_MESSAGE,
+    CALLBACK_DEFERRED_CHANNEL_MESSAGE,
+    EPHEMERAL_FLAG,
+    FakeDiscord,
+)
+from testkit.photos import blank_photo, phone_photo
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.fake-discord-bot-token.do-not-log-me"
 RATE = 4  # requests per user per minute in this module's bot
 LOW_CONFIDENCE = 0.80  # the Recognizer default: below it the answer names a runner-up
-
-
-def photo(digit28: np.ndarray, size: tuple[int, int] = (640, 480), fmt: str = "JPEG") -> bytes:
-    """An MNIST digit as a phone photo would show it: dark ink on light paper, upscaled, JPEG."""
-    ink = Image.fromarray(255 - digit28).resize((300, 300), Image.Resampling.BILINEAR)
-    paper = Image.new("L", size, 235)
-    paper.paste(ink.point(lambda v: min(v, 235)), ((size[0] - 300) // 2, (size[1] - 300) // 2))
-    buf = io.BytesIO()
-    paper.convert("RGB").save(buf, format=fmt, quality=90)
-    return buf.getvalue()
-
-
-def blank_photo() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (640, 480), (236, 236, 232)).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 class LogCollector(logging.Handler):
@@ -114,7 +104,7 @@ async def readings(digits_server, digit_samples) -> list[Reading]:
     async with DigitsClient(digits_server.target, timeout=10.0) as client:
         for label, images in digit_samples.items():
             for img in images:
-                data = photo(img)
+                data = phone_photo(img)
                 p = await client.predict_image(data)
                 if p.digit == label and (label not in right or p.confidence > right[label].confidence):
                     right[label] = Reading(data, label, p.digit, p.confidence)

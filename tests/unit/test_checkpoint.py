@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from training.model import DigitEncoder, EncoderConfig
+from model.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from model.encoder import DigitEncoder, EncoderConfig
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ async def test_full_queue_fails_at_once(runner):
 def test_cuda_is_never_a_silent_cpu_fallback():
     import torch
 
-    from training.checkpoint import resolve_device
+    from model.checkpoint import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

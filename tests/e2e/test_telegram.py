@@ -14,13 +14,14 @@ import logging
 import numpy as np
 import pytest
 import pytest_asyncio
-from fake_telegram import BOT_USERNAME, FakeTelegram, digit_photo
 from PIL import Image
 
 from bots import core
 from bots.core import CoreConfig, protect_secrets
 from bots.telegram_bot import DOWNLOAD_FAILED, RECOGNIZER_KEY, STATIC_STICKERS_ONLY, build_application
-from server.client import DigitsClient
+from client import DigitsClient
+from testkit.fake_telegram import BOT_USERNAME, FakeTelegram
+from testkit.photos import phone_photo
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -59,7 +60,7 @@ async def judged_photos(digits_server, digit_samples):
     async with DigitsClient(digits_server.target) as client:
         for label in range(10):
             for pixels in digit_samples[label]:
-                photo = digit_photo(pixels)
+                photo = phone_photo(pixels)
                 prediction = await client.predict_image(photo)
                 judged.append((label, photo, prediction))
     return judged
@@ -116,7 +117,7 @@ def _rgba_png(pixels: np.ndarray) -> bytes:
 
 
 def _webp(pixels: np.ndarray, size: int = 512) -> bytes:
-    img = Image.open(io.BytesIO(digit_photo(pixels, size=(size, size), fmt="PNG")))
+    img = Image.open(io.BytesIO(phone_photo(pixels, size=(size, size), fmt="PNG")))
     buf = io.BytesIO()
     img.save(buf, format="WEBP")
     return buf.getvalue()
@@ -127,7 +128,7 @@ async def test_image_documents_and_static_stickers_are_read(fake, bot, digits_se
     pixels = digit_samples[3][0]
     files = [
         ("document", _rgba_png(pixels), "image/png", "drawing.png"),
-        ("document", digit_photo(pixels), "image/jpeg", "scan.jpg"),
+        ("document", phone_photo(pixels), "image/jpeg", "scan.jpg"),
         ("document", _webp(pixels), "image/webp", "digit.webp"),
         ("sticker", _webp(pixels), None, None),
     ]
@@ -144,7 +145,7 @@ async def test_image_documents_and_static_stickers_are_read(fake, bot, digits_se
 
 async def test_blank_photo_says_no_digit(fake, bot):
     user = new_user()
-    blank = digit_photo(np.zeros((28, 28), dtype=np.uint8))
+    blank = phone_photo(np.zeros((28, 28), dtype=np.uint8))
     _, mid = fake.photo(blank, chat_id=user, user_id=user)
     reply = (await fake.wait_for("sendMessage", reply_to=mid))[0]
     assert text_of(reply) == core.NO_DIGIT_TEXT
@@ -199,7 +200,7 @@ async def test_animated_sticker_is_declined(fake, bot):
 
 async def test_flood_gets_one_polite_notice_and_service_continues(fake, bot, digit_samples):
     user = new_user()
-    photo = digit_photo(digit_samples[1][0])
+    photo = phone_photo(digit_samples[1][0])
     mids = [fake.photo(photo, chat_id=user, user_id=user)[1] for _ in range(14)]
     await fake.wait_for("sendMessage", chat_id=user, count=11)
     await asyncio.sleep(0.7)
@@ -215,7 +216,7 @@ async def test_flood_gets_one_polite_notice_and_service_continues(fake, bot, dig
 
 async def test_groups_only_answer_mentions_and_replies(fake, bot, digit_samples):
     group, user = -new_user(), new_user()
-    photo = digit_photo(digit_samples[2][0])
+    photo = phone_photo(digit_samples[2][0])
     _, ignored = fake.photo(photo, chat_id=group, user_id=user, chat_type="supergroup", caption="look at this")
     _, mentioned = fake.photo(photo, chat_id=group, user_id=user, chat_type="supergroup",
                               caption=f"@{BOT_USERNAME} what is it?")
@@ -229,7 +230,7 @@ async def test_groups_only_answer_mentions_and_replies(fake, bot, digit_samples)
 
 async def test_seen_toggle_sends_the_models_view(fake, bot, digit_samples):
     user = new_user()
-    photo = digit_photo(digit_samples[4][0])
+    photo = phone_photo(digit_samples[4][0])
     fake.message(chat_id=user, user_id=user, text="/seen")
     assert "28x28" in text_of((await fake.wait_for("sendMessage", chat_id=user))[0])
     _, mid = fake.photo(photo, chat_id=user, user_id=user)
@@ -247,7 +248,7 @@ async def test_seen_toggle_sends_the_models_view(fake, bot, digit_samples):
 async def test_handler_failure_is_logged_and_the_bot_keeps_serving(fake, bot, digit_samples, caplog):
     broken, ok = new_user(), new_user()
     fake.fail_chats.add(broken)
-    photo = digit_photo(digit_samples[5][0])
+    photo = phone_photo(digit_samples[5][0])
     with caplog.at_level(logging.ERROR, logger="bots.telegram"):
         _, mid = fake.photo(photo, chat_id=broken, user_id=broken)
         await fake.wait_for("sendMessage", reply_to=mid, count=1)
@@ -261,7 +262,7 @@ async def test_handler_failure_is_logged_and_the_bot_keeps_serving(fake, bot, di
 
 
 async def test_bot_token_never_reaches_the_logs(fake, bot, digit_samples, caplog):
-    photo = digit_photo(digit_samples[6][0])
+    photo = phone_photo(digit_samples[6][0])
     user = new_user()
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="httpx")
@@ -285,7 +286,7 @@ async def test_bot_token_never_reaches_the_logs(fake, bot, digit_samples, caplog
 
 async def test_server_outage_is_explained_and_the_bot_recovers(fake, bot, digits_server, digit_samples):
     """Runs last: stops the shared digits server, then starts it again on the same port."""
-    photo = digit_photo(digit_samples[7][0])
+    photo = phone_photo(digit_samples[7][0])
     user = new_user()
     digits_server.stop()
     try:

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from server.client import DigitsClient, DigitsError, Prediction
+from client import DigitsClient, DigitsError, Prediction
 
 TOKEN_ENV = "DIGITS_API_TOKEN"
 CHUNK = 64  # images per call

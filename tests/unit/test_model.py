@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.model import DigitEncoder, EncoderConfig, sinusoidal_positions
+from model.encoder import DigitEncoder, EncoderConfig, sinusoidal_positions
 
 
 @pytest.mark.parametrize(

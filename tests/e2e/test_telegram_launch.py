@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_telegram import FakeTelegram, digit_photo
 
-from server.testing import free_port
+from testkit.fake_telegram import FakeTelegram
+from testkit.photos import phone_photo
+from testkit.server_process import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -69,7 +70,7 @@ def test_digits_run_serves_a_photo_and_stops_everything_on_ctrl_c(tmp_path, digi
                 assert run.poll() is None, log_path.read_text()[-3000:]
                 assert time.monotonic() < deadline, log_path.read_text()[-3000:]
                 time.sleep(0.2)
-            _, mid = fake.photo(digit_photo(digit_samples[0][0]), chat_id=77, user_id=77)
+            _, mid = fake.photo(phone_photo(digit_samples[0][0]), chat_id=77, user_id=77)
             deadline = time.monotonic() + 60
             while not [c for c in fake.sent("sendMessage") if c.reply_to == mid]:
                 assert time.monotonic() < deadline, log_path.read_text()[-3000:]
@@ -109,7 +110,7 @@ def test_webhook_mode(tmp_path, digits_server, digit_samples):
                 assert bot.poll() is None and time.monotonic() < deadline, "bot did not register its webhook"
                 time.sleep(0.1)
             assert fake.webhook_secret == "hook-secret-42"
-            _, mid = fake.photo(digit_photo(digit_samples[9][0]), chat_id=88, user_id=88)
+            _, mid = fake.photo(phone_photo(digit_samples[9][0]), chat_id=88, user_id=88)
             body = json.dumps(fake.held[-1]).encode()
 
             def post(secret: str) -> int:
@@ -140,9 +141,9 @@ def test_webhook_mode(tmp_path, digits_server, digit_samples):
 
 
 def test_supervisor_restarts_a_crashing_bot_with_backoff_but_not_a_misconfigured_one(capsys):
-    """bots.launch.supervise with real child processes: a crash is reported and retried after 1 s, 2 s, ...;
+    """launcher.launch.supervise with real child processes: a crash is reported and retried after 1 s, 2 s, ...;
     exit code 2 (configuration error) is reported once and left alone."""
-    from bots.launch import Child, supervise
+    from launcher.launch import Child, supervise
 
     py = sys.executable
     server = Child("digits server", [py, "-c", "import time; time.sleep(60)"], dict(os.environ))

@@ -1,6 +1,6 @@
 """preprocessing.preprocess: one fixture per hard case of issue 3, the error contract, output invariants.
 
-Fixtures are generated in code from MNIST test digits (benchmarks/robustness_set.py renders the
+Fixtures are generated in code from MNIST test digits (testkit/robustness_set.py renders the
 photos, scans and sketches), so each case states exactly what it exercises. "Fidelity" below is
 the correlation between our 28x28 output and the MNIST digit the image was drawn from: it says
 the digit came through recognisably without depending on the provisional model's accuracy.
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +25,7 @@ from preprocessing import (
     UnreadableImageError,
     preprocess,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import robustness_set as rs  # noqa: E402
+from testkit import robustness_set as rs  # noqa: E402
 
 MNIST_CENTER = 14.0  # where MNIST puts the center of mass (row and column index)
 

@@ -8,8 +8,9 @@ import signal
 import sys
 
 import pytest
-from fake_discord import FakeDiscord
-from test_discord_bot import photo
+
+from testkit.fake_discord import FakeDiscord
+from testkit.photos import phone_photo
 
 TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.cli-secret-token.must-not-appear"
 COMMAND = [sys.executable, "-m", "bots.discord_bot"]
@@ -66,7 +67,7 @@ async def test_serves_from_env_and_stops_on_sigterm(tmp_path, digits_server, dig
     try:
         await fake.wait_ready(timeout=60)
         assert set(fake.synced_commands) == {str(fake.guild_id)}
-        token = await fake.invoke_slash("digit", fake.attachment(photo(digit_samples[7][0])))
+        token = await fake.invoke_slash("digit", fake.attachment(phone_photo(digit_samples[7][0])))
         reply = await fake.final_reply(token, timeout=30)
         assert reply.embeds and reply.embeds[0]["title"][-1].isdigit() and "seen.png" in reply.files
         proc.send_signal(signal.SIGTERM)

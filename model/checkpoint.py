@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from training.model import DigitEncoder, EncoderConfig
+from model.encoder import DigitEncoder, EncoderConfig
 
 FORMAT = "digits-encoder/1"
 REPO_ROOT = Path(__file__).resolve().parent.parent

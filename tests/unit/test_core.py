@@ -7,13 +7,13 @@ import logging
 
 import numpy as np
 import pytest
-from fake_telegram import digit_photo
 from PIL import Image
 
 from bots import core
 from bots.core import Outcome, RateLimiter, Recognizer, SecretFilter, config_from_env, seen_png
-from server.client import DigitsClient, Prediction
-from server.testing import free_port
+from client import DigitsClient, Prediction
+from testkit.photos import phone_photo
+from testkit.server_process import free_port
 
 
 class Clock:
@@ -94,9 +94,9 @@ def test_answer_confident_and_low_confidence():
 async def test_recognize_maps_every_server_answer(digits_server, digit_samples):
     async with DigitsClient(digits_server.target) as client:
         recognizer = Recognizer(client, max_bytes=2 * 1024 * 1024)
-        good = await recognizer.recognize(digit_photo(digit_samples[8][0]))
+        good = await recognizer.recognize(phone_photo(digit_samples[8][0]))
         assert good.outcome == Outcome.DIGIT and good.digit is not None and good.seen_png
-        blank = await recognizer.recognize(digit_photo(np.zeros((28, 28), dtype=np.uint8)))
+        blank = await recognizer.recognize(phone_photo(np.zeros((28, 28), dtype=np.uint8)))
         assert blank.outcome == Outcome.NO_DIGIT and blank.text == core.NO_DIGIT_TEXT
         assert (await recognizer.recognize(b"GIF89a-but-not-really")).outcome == Outcome.NOT_IMAGE
         assert (await recognizer.recognize(b"")).outcome == Outcome.NOT_IMAGE

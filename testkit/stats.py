@@ -1,0 +1,18 @@
+"""The one percentile the benchmarks print."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile, `q` in 0..100 (no interpolation: p99 of 100 samples is the 99th smallest).
+    NaN for no values, so an empty run prints as such instead of failing."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5 - 1e-9)))
+    return ordered[rank - 1]
+
+
+__all__ = ["percentile"]
