@@ -8,6 +8,7 @@ contract (`digits.v1`), never on the server's code or on torch.
 
 from client.client import (
     BadPixels,
+    DigitRead,
     DigitsClient,
     DigitsError,
     ImageTooLarge,
@@ -15,7 +16,9 @@ from client.client import (
     NoDigitFound,
     Overloaded,
     Prediction,
+    Reading,
     ServerUnavailable,
+    SeveralDigits,
     Unauthenticated,
     UnreadableImage,
     error_from_rpc,
@@ -23,6 +26,7 @@ from client.client import (
 
 __all__ = [
     "BadPixels",
+    "DigitRead",
     "DigitsClient",
     "DigitsError",
     "ImageTooLarge",
@@ -30,7 +34,9 @@ __all__ = [
     "NoDigitFound",
     "Overloaded",
     "Prediction",
+    "Reading",
     "ServerUnavailable",
+    "SeveralDigits",
     "Unauthenticated",
     "UnreadableImage",
     "error_from_rpc",

@@ -1,5 +1,6 @@
-"""`digits-predict IMAGE... [--server HOST:PORT]`: classify image files through the server and
-print the digit and confidence for each. Exit code 1 if any file failed."""
+"""`digits-predict IMAGE... [--server HOST:PORT]`: read image files through the server (Read) and
+print, per file, the digits in reading order (a single digit or a whole number) and the confidence.
+Exit code 1 if any file failed."""
 
 from __future__ import annotations
 
@@ -9,59 +10,68 @@ import os
 import sys
 from pathlib import Path
 
-from client import DigitsClient, DigitsError, Prediction
+from client import DigitsClient, DigitsError, Reading
 
 TOKEN_ENV = "DIGITS_API_TOKEN"
-CHUNK = 64  # images per call
+CONCURRENT = 8  # files in flight at once
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="digits-predict",
-        description="Send image files to a digits server and print the digit and confidence of each.",
+        description="Send image files to a digits server; print what each reads (a digit or a number) and how sure.",
         epilog=f"The token, if the server requires one, is read from {TOKEN_ENV} (never a flag: it would show in ps).",
     )
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/... files, one digit each")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/... files: a digit or a number each")
     p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server (default %(default)s)")
-    p.add_argument(
-        "--timeout", type=float, default=30.0, help=f"seconds per call of up to {CHUNK} images, retries included"
-    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per file, retries included")
     p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate(s): connect with TLS")
     return p
+
+
+def describe(reading: Reading) -> str:
+    """One line per file: the text (lines joined by " / "), its confidence, and the doubtful digits."""
+    text = reading.text.replace("\n", " / ")
+    if len(reading.digits) == 1:
+        d = reading.digits[0]
+        second, second_p = d.runner_up
+        return f"{text} (confidence {reading.confidence:.1%}; runner-up {second} {second_p:.1%})"
+    line = f"{text} (confidence {reading.confidence:.1%})"
+    for i, d in reading.doubtful:
+        second, second_p = d.runner_up
+        line += f"; digit {i + 1} is {d.digit} ({d.confidence:.0%}) or {second} ({second_p:.0%})"
+    return line
 
 
 async def run(args: argparse.Namespace) -> int:
     ca = args.tls_ca.read_bytes() if args.tls_ca else None
     failures = 0
+    limit = asyncio.Semaphore(CONCURRENT)
     async with DigitsClient(
         args.server, timeout=args.timeout, token=os.environ.get(TOKEN_ENV), root_certificates=ca
     ) as c:
-        # PredictBatch: a folder of scans costs one call per CHUNK files, not one per file.
-        for start in range(0, len(args.images), CHUNK):
-            paths = args.images[start : start + CHUNK]
-            outcomes: list[Prediction | DigitsError | OSError | bytes] = []
-            for path in paths:
-                try:
-                    outcomes.append(path.read_bytes())
-                except OSError as exc:
-                    outcomes.append(exc)
-            sent = [i for i, o in enumerate(outcomes) if isinstance(o, bytes)]
+
+        async def one(path: Path) -> Reading | DigitsError | OSError:
             try:
-                results = await c.predict_batch(images=[outcomes[i] for i in sent]) if sent else []
-            except DigitsError as exc:  # the whole call failed (server down, busy, ...): say so per file
-                results = [exc] * len(sent)
-            for i, result in zip(sent, results, strict=True):
-                outcomes[i] = result
-            for path, p in zip(paths, outcomes, strict=True):  # in the order the files were given
-                if isinstance(p, OSError):
-                    failures += 1
-                    print(f"{path}: cannot read file: {p.strerror}", file=sys.stderr)
-                elif isinstance(p, DigitsError):
-                    failures += 1
-                    print(f"{path}: {p.reason}: {p.message}", file=sys.stderr)
-                else:
-                    second, second_p = p.runner_up
-                    print(f"{path}: {p.digit} (confidence {p.confidence:.1%}; runner-up {second} {second_p:.1%})")
+                data = path.read_bytes()
+            except OSError as exc:
+                return exc
+            async with limit:
+                try:
+                    return await c.read_image(data)
+                except DigitsError as exc:
+                    return exc
+
+        # Read, a few files in flight at once; printed in the order the files were given
+        for path, r in zip(args.images, await asyncio.gather(*(one(p) for p in args.images)), strict=True):
+            if isinstance(r, OSError):
+                failures += 1
+                print(f"{path}: cannot read file: {r.strerror}", file=sys.stderr)
+            elif isinstance(r, DigitsError):
+                failures += 1
+                print(f"{path}: {r.reason}: {r.message}", file=sys.stderr)
+            else:
+                print(f"{path}: {describe(r)}")
     return 1 if failures else 0
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from preprocessing.normalize import stroke_width
+from preprocessing.paper_lines import remove_lines
 
 MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit: light pencil is ~0.25
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
@@ -75,8 +76,22 @@ def _background(gray: np.ndarray, frac: float) -> np.ndarray:
     return np.maximum(bg, gray)
 
 
+@dataclass(frozen=True)
+class InkMap:
+    """The ink strength over the whole working image that the digit was found in (for `preprocessing.reading`)."""
+
+    raw: np.ndarray  # (h, w) float32 in [0, 1]: ink strength relative to the paper
+    min_seed: float  # the weakest ink that may seed a stroke group in this map
+    frame: bool  # True for photos: bands along the frame are the paper's edge, not ink
+
+
 def find_digit(gray: np.ndarray) -> Ink | None:
-    """The digit's ink and box, or None when nothing digit-like stands out from the background.
+    """The digit's ink and box, or None when nothing digit-like stands out from the background."""
+    return locate(gray)[0]
+
+
+def locate(gray: np.ndarray) -> tuple[Ink | None, InkMap]:
+    """The digit's ink and box (or None), and the ink map it was found in.
 
     A narrow background closing first; a wide one when the strokes turn out too thick for it
     (their dark insides left unexplained), or when the narrow one found nothing.
@@ -87,15 +102,16 @@ def find_digit(gray: np.ndarray) -> Ink | None:
         g = gray if dark else 255.0 - gray
         raw = np.clip((paper - g) / max(paper, 40.0), 0.0, 1.0).astype(np.float32)
         found = _select(raw, min_seed=MIN_CONTRAST, frame=False)
-        return None if found is None else found.ink
+        return (None if found is None else found.ink), InkMap(raw, MIN_CONTRAST, False)
     g = gray if _dark_ink(gray) else 255.0 - gray
     for i, frac in enumerate(KERNELS):
         bg = _background(g, frac)
-        raw = np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32)
-        found = _select(raw, min_seed=MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE, frame=True)
+        raw = remove_lines(np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32))
+        seed = MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE
+        found = _select(raw, min_seed=seed, frame=True)
         if found is not None and (i == len(KERNELS) - 1 or not _hollow(g, bg, found)):
-            return found.ink
-    return None
+            return found.ink, InkMap(raw, seed, True)
+    return None, InkMap(raw, seed, True)
 
 
 def _otsu(values: np.ndarray) -> int:

@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from digits.v1.errors import Reason
 
 from preprocessing import DEFAULT_MAX_PIXELS, PreprocessError, preprocess
+from preprocessing.reading import read
 
 
 class ImageRejected(Exception):
@@ -34,7 +35,35 @@ def _work(data: bytes, max_pixels: int) -> tuple[bool, bytes | str, str]:
         return False, str(getattr(exc, "reason", Reason.UNREADABLE_IMAGE)), str(exc)
     if not result.digit_found:
         return False, Reason.NO_DIGIT_FOUND.value, "no digit found in the image: send a photo of one handwritten digit"
+    if result.several:
+        message = "the image holds several digits; Predict reads one digit: use Read for numbers"
+        return False, Reason.SEVERAL_DIGITS.value, message
     return True, result.pixels.astype("uint8", copy=False).tobytes(), ""
+
+
+ReadSlots = list[tuple[str, list[list[tuple[bytes, tuple[int, int, int, int]]]], list[float]]]
+
+
+def _read_work(data: bytes, max_pixels: int) -> tuple[bool, ReadSlots | str, str]:
+    """Runs in a worker for Read: (True, slots, "") or (False, reason, message).
+
+    A slot is (separator before it, its alternative readings, their log-priors), a reading a list of
+    (784 pixels, box)."""
+    try:
+        slots = read(data, max_pixels=max_pixels)
+    except PreprocessError as exc:
+        return False, str(getattr(exc, "reason", Reason.UNREADABLE_IMAGE)), str(exc)
+    if not slots:
+        return False, Reason.NO_DIGIT_FOUND.value, "no digit found in the image: send a photo of handwritten digits"
+    out: ReadSlots = [
+        (
+            s.separator,
+            [[(d.pixels.astype("uint8", copy=False).tobytes(), d.box) for d in o] for o in s.options],
+            list(s.priors),
+        )
+        for s in slots
+    ]
+    return True, out, ""
 
 
 def _ready() -> int:
@@ -91,6 +120,13 @@ class PreprocessPool:
 
     async def __call__(self, data: bytes) -> bytes:
         """784 bytes for the model, or ImageRejected / OverflowError (too many images pending)."""
+        return await self._submit(_work, data)  # type: ignore[return-value]
+
+    async def read(self, data: bytes) -> ReadSlots:
+        """Every glyph of the image in reading order with its alternative readings (see `_read_work`)."""
+        return await self._submit(_read_work, data)  # type: ignore[return-value]
+
+    async def _submit(self, work, data: bytes):
         too_many_bytes = self.pending and self.pending_bytes + len(data) > self.max_pending_bytes
         if self.pending >= self.max_pending or too_many_bytes:
             raise OverflowError(f"the server is busy ({self.pending} images being decoded); try again shortly")
@@ -98,7 +134,7 @@ class PreprocessPool:
         self.pending_bytes += len(data)
         try:
             ok, value, message = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _work, data, self.max_pixels
+                self._pool, work, data, self.max_pixels
             )
         except BrokenProcessPool:
             # A worker died (e.g. killed for memory on a hostile file): replace the pool, fail this one.
@@ -111,7 +147,7 @@ class PreprocessPool:
             self.pending_bytes -= len(data)
         if not ok:
             raise ImageRejected(str(value), message)
-        return value  # type: ignore[return-value]
+        return value
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

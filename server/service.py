@@ -15,6 +15,7 @@ from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, rich_status
 
 from model.shape import PIXELS_LEN
+from server import reading
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
@@ -88,6 +89,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
 
     async def PredictBatch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         return await self._serve("PredictBatch", self._predict_batch, request, context)
+
+    async def Read(self, request: digits_pb2.ReadRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Read", self._read, request, context)
 
     async def _serve(self, method: str, handler, request, context: grpc.aio.ServicerContext):
         """Run `handler`; every failure leaves as a status with ErrorInfo, and is counted."""
@@ -164,6 +168,15 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
                 results[i].error.reason, results[i].error.message = outcome.reason, outcome.message
         return digits_pb2.PredictBatchResponse(results=results)
 
+    async def _read(self, request: digits_pb2.ReadRequest, context: grpc.aio.ServicerContext):
+        """Every digit of the image: all alternative readings of all glyphs go to the batcher together."""
+        batcher = self._ready_batcher()
+        slots = await self._decode(request.image, read=True)
+        images = [pixels for _, options, _ in slots for option in options for pixels, _ in option]
+        with _batcher_failures():
+            rows = await batcher.submit_many(images, context.time_remaining())
+        return reading.response(slots, rows, self.model_version)
+
     async def _pixels(self, request: digits_pb2.PredictRequest) -> bytes:
         kind = request.WhichOneof("input")
         if kind == "pixels":
@@ -183,13 +196,14 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             pixels=pixels,
         )
 
-    async def _decode(self, data: bytes) -> bytes:
+    async def _decode(self, data: bytes, read: bool = False):
+        """784 pixels (Predict), or with `read` every glyph's alternative readings (Read)."""
         if not data:
             raise RpcFailure(INVALID, Reason.UNREADABLE_IMAGE, "the image is empty")
         if self.preprocessor is None:
             raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, Reason.INTERNAL, "this server accepts only `pixels`")
         try:
-            return await self.preprocessor(data)
+            return await (self.preprocessor.read(data) if read else self.preprocessor(data))
         except ImageRejected as exc:
             message = exc.message
             if exc.reason == Reason.UNREADABLE_IMAGE:

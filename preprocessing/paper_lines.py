@@ -1,0 +1,98 @@
+"""Notebook paper: find the printed lines (ruled lines, a grid, a margin line) and take them out of the ink.
+
+Why: a ruled line crosses the digit and runs to the edge of the picture, so the digit and the line
+become one stroke group that touches the frame, and is thrown away as the paper's edge (or read
+with a bar through it). Printed lines are straight, thin, and much longer than any stroke of a
+digit, and they come in one direction (two for a grid): the ink map is projected along each angle
+near horizontal (and near vertical); a line is a narrow peak of the projection whose ink runs
+along most of the picture. Its band is then replaced by the ink just above and below it, so a
+stroke that crosses the line stays whole and the line itself disappears.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ANGLES = np.deg2rad(np.arange(-16.0, 16.5, 1.0))  # photos are rotated up to ~15 degrees
+MIN_RUN = 0.55  # a line holds ink along at least this share of the picture's width (height)
+MIN_COVER = 0.7  # ... spread over at least this share of it (not a few digits' bars in a row)
+FLOOR = 0.05  # ink weaker than this is not looked at
+
+
+def _families(mask: np.ndarray) -> list[tuple[float, list[float]]]:
+    """(angle, offsets) of the long straight lines that run near-horizontally across `mask`.
+
+    Projection of the ink along y - tan(angle) * x: a straight line at that angle falls into one or
+    two bins; bins holding at least MIN_RUN of the width, spread along it, are lines."""
+    h, w = mask.shape
+    inner = np.zeros_like(mask)
+    mh, mw = max(1, int(0.06 * h)), max(1, int(0.06 * w))
+    inner[mh : h - mh, mw : w - mw] = mask[mh : h - mh, mw : w - mw]  # the desk past the paper's edge is no line
+    ys, xs = np.nonzero(inner)
+    if ys.size < MIN_RUN * w:
+        return []
+    best = None
+    for a in ANGLES:
+        r = np.round(ys - np.tan(a) * xs).astype(np.int64)
+        counts = np.bincount(r - r.min())
+        score = float(np.square(counts, dtype=np.float64).sum())  # sharp peaks: lines along this angle
+        if best is None or score > best[0]:
+            best = (score, a, r)
+    _, angle, r = best
+    lo = int(r.min())
+    counts = np.bincount(r - lo)
+    lines = []
+    for b in np.nonzero(counts >= MIN_RUN * (w - 2 * mw))[0]:
+        on = xs[(r - lo) == b]
+        cover = np.unique((on - mw) * 16 // max(1, w - 2 * mw)).size / 16.0
+        if cover >= MIN_COVER:
+            lines.append(float(b + lo))
+    return [(float(angle), lines)] if lines else []
+
+
+def _erase(raw: np.ndarray, angle: float, offsets: list[float]) -> np.ndarray:
+    """Take each line out of its band: pixels no darker than the line itself become the lower of the ink
+    just above and below the band (a crossing stroke is ink on both sides); ink clearly darker than the
+    line (a stroke written along it) stays."""
+    h, w = raw.shape
+    out = raw.copy()
+    xs = np.arange(w)
+    t = np.tan(angle)
+    for off in offsets:
+        centre = np.round(off + t * xs).astype(np.int64)
+        rows = {d: np.clip(centre + d, 0, h - 1) for d in range(-7, 8)}
+        level = {d: float(np.median(raw[rows[d], xs])) for d in range(-4, 5)}
+        peak = max(level.values())
+        band = [d for d in range(-4, 5) if level[d] > 0.2 * peak]
+        if peak <= 0 or not band:
+            continue
+        top, bottom = min(band), max(band)
+        keep = np.minimum(raw[rows[top - 3], xs], raw[rows[bottom + 3], xs])
+        for d in range(top, bottom + 1):
+            y = centre + d
+            ok = (y >= 0) & (y < h)
+            v = out[y[ok], xs[ok]]
+            line_only = v < 1.6 * peak + 0.05
+            out[y[ok], xs[ok]] = np.where(line_only, np.minimum(v, keep[ok]), v)
+    return out
+
+
+def remove_lines(raw: np.ndarray) -> np.ndarray:
+    """`raw` (ink strength, 0..1) without the printed lines of notebook paper; the same array when there are none."""
+    small = raw[::2, ::2]
+    med = float(np.median(small))
+    sigma = 1.4826 * float(np.median(np.abs(small - med)))
+    small = small > max(FLOOR, med + 4.0 * sigma)  # the low threshold `segment` uses for strokes
+    out = raw
+    for transpose in (False, True):
+        m = small.T if transpose else small
+        for angle, offsets in _families(m):
+            full = [2 * o for o in offsets]
+            if transpose:
+                out = _erase(out.T, angle, full).T
+            else:
+                out = _erase(out, angle, full)
+    return np.ascontiguousarray(out)
+
+
+__all__ = ["remove_lines"]
