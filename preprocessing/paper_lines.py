@@ -14,66 +14,77 @@ from __future__ import annotations
 import numpy as np
 
 ANGLES = np.deg2rad(np.arange(-16.0, 16.5, 1.0))  # photos are rotated up to ~15 degrees
-MIN_RUN = 0.55  # a line holds ink along at least this share of the picture's width (height)
+MIN_RUN = 0.4  # a line holds ink along at least this share of the picture's width (height)
 MIN_COVER = 0.7  # ... spread over at least this share of it (not a few digits' bars in a row)
 FLOOR = 0.05  # ink weaker than this is not looked at
 
 
-def _families(mask: np.ndarray) -> list[tuple[float, list[float]]]:
-    """(angle, offsets) of the long straight lines that run near-horizontally across `mask`.
+def _lines(mask: np.ndarray) -> list[tuple[float, float]]:
+    """(angle, offset) of each long straight line that runs near-horizontally across `mask`.
 
-    Projection of the ink along y - tan(angle) * x: a straight line at that angle falls into one or
-    two bins; bins holding at least MIN_RUN of the width, spread along it, are lines."""
+    Projection of the ink along y - tan(angle) * x for every angle: a straight line at that angle falls
+    into one or two bins; bins holding at least MIN_RUN of the width, spread along it, are lines. Each
+    line is looked for at every angle (perspective makes a page's lines only nearly parallel) and kept
+    once, at its best angle."""
     h, w = mask.shape
     inner = np.zeros_like(mask)
-    mh, mw = max(1, int(0.06 * h)), max(1, int(0.06 * w))
+    mh, mw = max(1, int(0.03 * h)), max(1, int(0.03 * w))
     inner[mh : h - mh, mw : w - mw] = mask[mh : h - mh, mw : w - mw]  # the desk past the paper's edge is no line
     ys, xs = np.nonzero(inner)
-    if ys.size < MIN_RUN * w:
+    run = MIN_RUN * (w - 2 * mw)
+    if ys.size < run:
         return []
-    best = None
+    found: list[tuple[float, float, float]] = []  # (count, angle, offset)
     for a in ANGLES:
         r = np.round(ys - np.tan(a) * xs).astype(np.int64)
-        counts = np.bincount(r - r.min())
-        score = float(np.square(counts, dtype=np.float64).sum())  # sharp peaks: lines along this angle
-        if best is None or score > best[0]:
-            best = (score, a, r)
-    _, angle, r = best
-    lo = int(r.min())
-    counts = np.bincount(r - lo)
-    lines = []
-    for b in np.nonzero(counts >= MIN_RUN * (w - 2 * mw))[0]:
-        on = xs[(r - lo) == b]
-        cover = np.unique((on - mw) * 16 // max(1, w - 2 * mw)).size / 16.0
-        if cover >= MIN_COVER:
-            lines.append(float(b + lo))
-    return [(float(angle), lines)] if lines else []
+        lo = int(r.min())
+        counts = np.bincount(r - lo)
+        for b in np.nonzero(counts >= run)[0]:
+            on = xs[(r - lo) == b]
+            if np.unique((on - mw) * 16 // max(1, w - 2 * mw)).size / 16.0 >= MIN_COVER:
+                found.append((float(counts[b]), float(a), float(b + lo)))
+    lines: list[tuple[float, float]] = []
+    centres: list[float] = []
+    for _, a, off in sorted(found, reverse=True):  # strongest first; the same line at another angle is dropped
+        centre = off + np.tan(a) * w / 2
+        if all(abs(centre - c) > 3 for c in centres):
+            lines.append((a, off))
+            centres.append(centre)
+    return lines
 
 
-def _erase(raw: np.ndarray, angle: float, offsets: list[float]) -> np.ndarray:
-    """Take each line out of its band: pixels no darker than the line itself become the lower of the ink
+def _erase(raw: np.ndarray, angle: float, off: float) -> np.ndarray:
+    """Take one line out of its band: pixels no darker than the line itself become the lower of the ink
     just above and below the band (a crossing stroke is ink on both sides); ink clearly darker than the
-    line (a stroke written along it) stays."""
+    line (a stroke written along it) stays. The line is first fitted at full resolution (angle +-1
+    degree, offset +-3 px)."""
     h, w = raw.shape
-    out = raw.copy()
     xs = np.arange(w)
-    t = np.tan(angle)
-    for off in offsets:
-        centre = np.round(off + t * xs).astype(np.int64)
-        rows = {d: np.clip(centre + d, 0, h - 1) for d in range(-7, 8)}
-        level = {d: float(np.median(raw[rows[d], xs])) for d in range(-4, 5)}
-        peak = max(level.values())
-        band = [d for d in range(-4, 5) if level[d] > 0.2 * peak]
-        if peak <= 0 or not band:
-            continue
-        top, bottom = min(band), max(band)
-        keep = np.minimum(raw[rows[top - 3], xs], raw[rows[bottom + 3], xs])
-        for d in range(top, bottom + 1):
-            y = centre + d
-            ok = (y >= 0) & (y < h)
-            v = out[y[ok], xs[ok]]
-            line_only = v < 1.6 * peak + 0.05
-            out[y[ok], xs[ok]] = np.where(line_only, np.minimum(v, keep[ok]), v)
+    best = None
+    for da in np.deg2rad(np.arange(-1.0, 1.01, 0.25)):
+        t = np.tan(angle + da)
+        for d in range(-3, 4):
+            ys = np.clip(np.round(off + d + t * xs).astype(np.int64), 0, h - 1)
+            score = float(np.median(raw[ys, xs]))
+            if best is None or score > best[0]:
+                best = (score, off + d, t)
+    _, off, t = best
+    centre = np.round(off + t * xs).astype(np.int64)
+    rows = {d: np.clip(centre + d, 0, h - 1) for d in range(-7, 8)}
+    level = {d: float(np.median(raw[rows[d], xs])) for d in range(-4, 5)}
+    peak = max(level.values())
+    band = [d for d in range(-4, 5) if level[d] > 0.2 * peak]
+    if peak <= 0 or not band:
+        return raw
+    out = raw.copy()
+    top, bottom = min(band), max(band)
+    keep = np.minimum(raw[rows[top - 3], xs], raw[rows[bottom + 3], xs])
+    for d in range(top, bottom + 1):
+        y = centre + d
+        ok = (y >= 0) & (y < h)
+        v = out[y[ok], xs[ok]]
+        line_only = v < 1.6 * peak + 0.05
+        out[y[ok], xs[ok]] = np.where(line_only, np.minimum(v, keep[ok]), v)
     return out
 
 
@@ -86,12 +97,8 @@ def remove_lines(raw: np.ndarray) -> np.ndarray:
     out = raw
     for transpose in (False, True):
         m = small.T if transpose else small
-        for angle, offsets in _families(m):
-            full = [2 * o for o in offsets]
-            if transpose:
-                out = _erase(out.T, angle, full).T
-            else:
-                out = _erase(out, angle, full)
+        for angle, off in _lines(m):
+            out = _erase(out.T, angle, 2 * off).T if transpose else _erase(out, angle, 2 * off)
     return np.ascontiguousarray(out)
 
 

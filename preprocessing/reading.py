@@ -37,7 +37,7 @@ STACK_GAP = 0.3  # pieces this close vertically (in their height), sharing colum
 SHARE = 0.4  # ... sharing at least this share of the narrower piece's columns
 SHARE_BESIDE = 0.8  # pieces side by side are one digit only when one lies within the other's columns
 SPLIT = 0.9  # a glyph this many digit heights wide may hold touching digits (MNIST: 95% of digits <= 1.05)
-SPLIT_PART = 0.5  # cut into at most width / (this many heights) parts
+SPLIT_PART = 0.65  # cut into at most width / (this many heights) parts
 MIN_PART = 0.22  # a cut part is at least this many digit heights wide (a "1" is ~0.3)
 MAX_PART = 1.3  # ... and at most this many: wider is not one digit
 MAX_PARTS = 6  # a glyph holds at most this many touching digits
@@ -198,7 +198,10 @@ def _lines(glyphs: list[_Glyph]) -> list[list[_Glyph]]:
         for line in lines:
             tallest = max(t.height for t in line)
             tail = next(t for t in reversed(line) if t.height >= 0.5 * tallest)  # marks do not steer the line
-            share = _overlap((tail.box[1], tail.box[3]), (g.box[1], g.box[3])) / max(1, min(g.height, tail.height))
+            top, bottom = tail.box[1], tail.box[3]
+            if g.height < MIN_HEIGHT * tail.height:  # a mark: a comma hangs below the line, a dash floats in it
+                top, bottom = top - 0.3 * tail.height, bottom + 0.3 * tail.height
+            share = _overlap((top, bottom), (g.box[1], g.box[3])) / max(1, min(g.height, tail.height))
             if share >= best_share:
                 best, best_share = line, share
         if best is None:
@@ -276,6 +279,10 @@ def _cuts(profile: np.ndarray, n: int, height: float) -> list[int] | None:
     return cuts
 
 
+def _near(a: list[int], b: list[int], height: float) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.08 * height
+
+
 def width_prior(ratio: float, n: int) -> float:
     """log p(width | n digits), width in digit heights: n touching digits span about n * WIDTH_MEAN,
     give or take WIDTH_SD * sqrt(n) (fitted on numbers rendered from MNIST validation digits)."""
@@ -293,13 +300,16 @@ def _options(mp: _Map, g: _Glyph, height: float, frame: _Framer) -> tuple[tuple[
     if g.width >= SPLIT * height:
         profile = _profile(mp, g)
         for n in range(lo, hi + 1):
-            cuts = _cuts(profile, n, height)
-            if cuts is None:
-                continue
-            bounds = [0, *cuts, g.width]
-            parts = [frame(g, g.box[0] + a, g.box[0] + b) for a, b in zip(bounds, bounds[1:], strict=False)]
-            if all(p is not None for p in parts):
-                options.append(tuple(parts))  # type: ignore[arg-type]
+            # two ways to cut: at the thinnest ink (strokes that merely touch), and at equal widths (digits
+            # that overlap, like "00", where the overlap is the thickest column, not the thinnest)
+            candidates = [_cuts(profile, n, height), [round(k * g.width / n) for k in range(1, n)]]
+            for i, cuts in enumerate(candidates):
+                if cuts is None or (i == 1 and candidates[0] is not None and _near(cuts, candidates[0], height)):
+                    continue
+                bounds = [0, *cuts, g.width]
+                parts = [frame(g, g.box[0] + a, g.box[0] + b) for a, b in zip(bounds, bounds[1:], strict=False)]
+                if all(p is not None for p in parts):
+                    options.append(tuple(parts))  # type: ignore[arg-type]
     return tuple(options)
 
 
@@ -355,8 +365,9 @@ def read(data: bytes, *, max_pixels: int) -> list[Slot]:
 
 
 def several_digits(ink_map: InkMap) -> bool:
-    """True when the map clearly holds more than one digit: two or more separate glyphs of a digit's
-    height, each with a real share of the ink (not a stray mark beside one digit)."""
+    """True when the map clearly holds more than one digit: two separate glyphs of a digit's height side
+    by side and close together, each with a real share of the ink (not a stray mark beside one digit,
+    not the paper's edge far from it)."""
     mp = _pieces(ink_map)
     if len(mp.pieces) < 2:
         return False
@@ -366,7 +377,15 @@ def several_digits(ink_map: InkMap) -> bool:
     tallest = max(g.height for g in glyphs)
     heaviest = max(g.mass for g in glyphs)
     big = [g for g in glyphs if g.height >= CLEAR * tallest and g.mass >= 0.25 * heaviest and _keep(mp, g)]
-    return len(big) >= 2 and tallest >= max(6, 0.04 * max(mp.raw.shape))
+    if tallest < max(6, 0.04 * max(mp.raw.shape)):
+        return False
+    for i, a in enumerate(big):  # two of them side by side, close together: a number
+        for b in big[i + 1 :]:
+            beside = _overlap((a.box[1], a.box[3]), (b.box[1], b.box[3])) >= 0.5 * min(a.height, b.height)
+            gap = max(a.box[0], b.box[0]) - min(a.box[2], b.box[2])
+            if beside and gap <= 1.5 * max(a.height, b.height):
+                return True
+    return False
 
 
 def best_option(scores: list[list[float]], priors: list[float] | tuple[float, ...]) -> tuple[int, float]:
