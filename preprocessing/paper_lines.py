@@ -32,7 +32,7 @@ def _lines(mask: np.ndarray) -> list[tuple[float, float]]:
     inner[mh : h - mh, mw : w - mw] = mask[mh : h - mh, mw : w - mw]  # the desk past the paper's edge is no line
     ys, xs = np.nonzero(inner)
     run = MIN_RUN * (w - 2 * mw)
-    if ys.size < run:
+    if ys.size == 0 or ys.size < run:
         return []
     found: list[tuple[float, float, float]] = []  # (count, angle, offset)
     for a in ANGLES:

@@ -31,7 +31,8 @@ from preprocessing.normalize import stroke_width, to_mnist
 from preprocessing.segment import EDGE_CONTRAST, LOW_FLOOR, MAX_WIDTH_RATIO, MIN_DIGIT_CONTRAST, InkMap, locate
 
 MAX_DIGITS = 64  # digits read from one image at most: a page of text is not a number
-MIN_HEIGHT = 0.55  # a glyph lower than this share of its line's digit height is a mark (comma, dash, dot)
+MIN_HEIGHT = 0.55  # a glyph smaller than this share of its line's digit height both ways is a mark (comma, dot)
+FLAT = 0.3  # ... and one lower than this share, however wide, is a dash or an underline
 GAP = 1.0  # a horizontal gap wider than this many digit heights separates groups: " "
 STACK_GAP = 0.3  # pieces this close vertically (in their height), sharing columns, are one digit
 SHARE = 0.4  # ... sharing at least this share of the narrower piece's columns
@@ -211,6 +212,11 @@ def _lines(glyphs: list[_Glyph]) -> list[list[_Glyph]]:
     return sorted(lines, key=lambda line: float(np.median([(g.box[1] + g.box[3]) / 2 for g in line])))
 
 
+def _mark(g: _Glyph, height: float) -> bool:
+    """A comma, a period or a dash: small both ways, or flat. (A wide, short "6" or "0" is a digit.)"""
+    return max(g.height, g.width) < MIN_HEIGHT * height or g.height < FLAT * height
+
+
 def _digit_height(line: list[_Glyph]) -> float:
     tallest = max(g.height for g in line)
     return float(np.median([g.height for g in line if g.height >= 0.5 * tallest]))
@@ -338,7 +344,7 @@ def slots(mp: _Map, scale: tuple[float, float], size: tuple[int, int]) -> list[S
         separator = "\n" if out else ""
         previous: _Glyph | None = None
         for g in line:
-            if g.height < MIN_HEIGHT * height or not _keep(mp, g):
+            if _mark(g, height) or not _keep(mp, g):
                 if previous is not None:
                     separator = separator or " "  # a comma, period or dash between digits is a gap
                 continue

@@ -104,14 +104,16 @@ def locate(gray: np.ndarray) -> tuple[Ink | None, InkMap]:
         found = _select(raw, min_seed=MIN_CONTRAST, frame=False)
         return (None if found is None else found.ink), InkMap(raw, MIN_CONTRAST, False)
     g = gray if _dark_ink(gray) else 255.0 - gray
+    maps = []
     for i, frac in enumerate(KERNELS):
         bg = _background(g, frac)
         raw = remove_lines(np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32))
         seed = MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE
+        maps.append(InkMap(raw, seed, True))
         found = _select(raw, min_seed=seed, frame=True)
         if found is not None and (i == len(KERNELS) - 1 or not _hollow(g, bg, found)):
-            return found.ink, InkMap(raw, seed, True)
-    return None, InkMap(raw, seed, True)
+            return found.ink, maps[-1]
+    return None, maps[0]  # no one digit: the narrow map keeps thin strokes best for reading several
 
 
 def _otsu(values: np.ndarray) -> int:
