@@ -121,6 +121,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None, help=f"checkpoint (default {SHIPPED_MODEL.name})")
     parser.add_argument("--metrics-port", type=int, default=None, help="server Prometheus port (0: off)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server")
+    parser.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=Path("digits-feedback.sqlite3"),
+        help="SQLite file for users' corrections (relative: under the working directory)",
+    )
+    parser.add_argument("--no-feedback-db", action="store_true", help="keep no corrections (Feedback is refused)")
     parser.add_argument("--no-restart", action="store_true", help="do not restart a bot that exits")
     return parser.parse_args(argv)
 
@@ -132,6 +139,8 @@ def server_command(args: argparse.Namespace) -> list[str]:
         cmd += ["--model", str(model)]
     if args.metrics_port is not None:
         cmd += ["--metrics-port", str(args.metrics_port)]
+    if not args.no_feedback_db:
+        cmd += ["--feedback-db", str(args.feedback_db.resolve())]
     return cmd
 
 
@@ -162,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         return 0 if stopping() else 1
     say(f"server is SERVING on {target}")
+    if args.no_feedback_db:
+        say("keeping no corrections (--no-feedback-db)")
+    else:
+        say(f"users' corrections are kept in {args.feedback_db.resolve()} (digits-feedback stats --db ...)")
 
     bot_env = {**os.environ, "DIGITS_SERVER": target}
     bots: list[Child] = []
