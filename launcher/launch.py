@@ -17,12 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from bots.core import load_env
+from client.health import health_status
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "digits-encoder.safetensors"
 STOP_TIMEOUT = 20.0
 CONFIG_ERROR = 2  # a child exiting with this (e.g. missing token) is not restarted: it would fail again
 
@@ -85,16 +82,6 @@ class Child:
         return self.process.returncode
 
 
-def health(target: str, timeout: float = 1.0) -> str:
-    """The server's gRPC health status name, or UNREACHABLE."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
 def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
     """Block until the server is SERVING; False if it exited, timed out, or we were asked to stop."""
     deadline = time.monotonic() + timeout
@@ -102,7 +89,7 @@ def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
         if server.poll() is not None:
             say(f"server exited during start-up with code {server.poll()}")
             return False
-        if health(target) == "SERVING":
+        if health_status(target) == "SERVING":
             return True
         time.sleep(0.2)
     if not stopping():
@@ -118,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="server listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=50051, help="server gRPC port (default 50051)")
-    parser.add_argument("--model", type=Path, default=None, help=f"checkpoint (default {SHIPPED_MODEL.name})")
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: the server's, the shipped one)")
     parser.add_argument("--metrics-port", type=int, default=None, help="server Prometheus port (0: off)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server")
     parser.add_argument("--no-restart", action="store_true", help="do not restart a bot that exits")
@@ -127,9 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def server_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "server", "--host", args.host, "--port", str(args.port)]
-    model = args.model or (SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None)
-    if model is not None:
-        cmd += ["--model", str(model)]
+    if args.model is not None:  # else the server's own default (model.checkpoint.DEFAULT_CHECKPOINT)
+        cmd += ["--model", str(args.model)]
     if args.metrics_port is not None:
         cmd += ["--metrics-port", str(args.metrics_port)]
     return cmd
