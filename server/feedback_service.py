@@ -4,33 +4,24 @@ Kept apart from service.py (which serves predictions) so the servicer only deleg
 
 from __future__ import annotations
 
-import grpc
 from digits.v1 import digits_pb2
 from digits.v1.errors import Reason
 
+from server.failures import RequestFailed
 from server.feedback_store import FeedbackRejected, FeedbackStore
-
-
-class FeedbackFailure(Exception):
-    """A refused Feedback/Forget call: its gRPC code and ErrorInfo reason (service.py sends it as a status)."""
-
-    def __init__(self, code: grpc.StatusCode, reason: Reason | str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, str(reason), message
 
 
 def _store(store: FeedbackStore | None) -> FeedbackStore:
     if store is None:
-        raise FeedbackFailure(
-            grpc.StatusCode.FAILED_PRECONDITION,
+        raise RequestFailed(
             Reason.FEEDBACK_DISABLED,
             "this server keeps no feedback: start it with --feedback-db PATH",
         )
     return store
 
 
-def _rejected(exc: FeedbackRejected) -> FeedbackFailure:
-    return FeedbackFailure(grpc.StatusCode.INVALID_ARGUMENT, exc.reason, exc.message)
+def _rejected(exc: FeedbackRejected) -> RequestFailed:
+    return RequestFailed(Reason(exc.reason), exc.message)
 
 
 async def feedback(store: FeedbackStore | None, request: digits_pb2.FeedbackRequest) -> digits_pb2.FeedbackReply:
