@@ -232,6 +232,49 @@ async def on_forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await message.reply_text(text)
 
 
+def feedback_token(message: Message | None) -> str | None:
+    """The correction token of one of our answers (from its right/wrong buttons), if it still has them."""
+    markup = message.reply_markup if message is not None else None
+    for row in markup.inline_keyboard if markup is not None else ():
+        for button in row:
+            parsed = parse_button_id(button.callback_data if isinstance(button.callback_data, str) else "")
+            if parsed is not None:
+                return parsed[0]
+    return None
+
+
+async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A reply of one digit to an answer with buttons: the same as tapping "wrong", then that digit."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or message.text is None:
+        return
+    token = feedback_token(message.reply_to_message)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if token is None or feedback is None:
+        if message.chat.type == ChatType.PRIVATE:
+            await on_text(update, context)
+        return
+    tr = translator(user.language_code)
+    outcome = await feedback.choose("telegram", user.id, token, message.text.strip())
+    if outcome.result == Result.RECORDED:
+        answer_message = message.reply_to_message
+        line = replies.correction_line(outcome.label, outcome.predicted, tr)
+        try:
+            await answer_message.edit_text(html.escape(f"{answer_message.text or ''}\n{line}".strip(), quote=False),
+                                           parse_mode=ParseMode.HTML, reply_markup=None)
+        except TelegramError as exc:  # cosmetic: the correction is stored either way
+            log.debug("could not edit the corrected answer: %r", exc)
+        await message.reply_text(replies.recorded_text(outcome.label, tr), do_quote=True)
+    elif outcome.result == Result.NOT_YOURS:
+        await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
+    elif outcome.result == Result.ALREADY:
+        await message.reply_text(tr(replies.ALREADY_RECORDED), do_quote=True)
+    elif outcome.result == Result.FAILED:
+        await message.reply_text(tr(replies.FEEDBACK_FAILED), do_quote=True)
+    else:
+        await message.reply_text(tr(replies.EXPIRED), do_quote=True)
+
+
 async def on_feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A tap on right / wrong / a digit / "not a digit" under an answer."""
     query = update.callback_query
@@ -412,6 +455,7 @@ def build_application(
     app.add_handler(CommandHandler("forget", on_forget))
     app.add_handler(CallbackQueryHandler(on_feedback_button, pattern=r"^fb:"))
     app.add_handler(MessageHandler(IMAGE_FILTER, on_image))
+    app.add_handler(MessageHandler(filters.REPLY & filters.Regex(r"^\s*[0-9]\s*$"), on_number_reply))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, on_text))
     app.add_error_handler(on_error)
     return app

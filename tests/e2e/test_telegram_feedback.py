@@ -155,6 +155,21 @@ async def test_right_is_recorded_as_the_answer_and_forget_deletes_it(fake, bot, 
     assert not [r for r in records(store_server.db) if r[3] == mine]
 
 
+async def test_a_digit_sent_as_a_reply_corrects_the_answer(fake, bot, store_server, digit_samples):
+    user, stranger = next(_users), next(_users)
+    answer = await photo_answer(fake, digit_samples, user)
+    before = len(records(store_server.db))
+    fake.message(chat_id=user, user_id=stranger, text="9", reply_to_message=answer.result)
+    refused = (await fake.wait_for("sendMessage", chat_id=user, count=2))[-1]
+    assert refused.params["text"] == replies.NOT_YOURS and len(records(store_server.db)) == before
+    edits = len(fake.sent("editMessageText"))
+    fake.message(chat_id=user, user_id=user, text=" 8 ", reply_to_message=answer.result)
+    thanks = (await fake.wait_for("sendMessage", chat_id=user, count=3))[-1]
+    assert thanks.params["text"] == "Thanks! Recorded: it's a 8."
+    assert (await fake.wait_for("editMessageText", count=edits + 1))[-1].params["text"].endswith("Corrected: 8")
+    assert records(store_server.db)[-1][1] == 8 and len(records(store_server.db)) == before + 1
+
+
 async def test_buttons_work_after_a_restart(fake, bot, store_server, digit_samples, bot_files):
     user = next(_users)
     answer = await photo_answer(fake, digit_samples, user)
