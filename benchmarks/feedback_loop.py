@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,27 @@ async def send_corrections(target: str, samples, n: int) -> tuple[int, int, int]
     return stored, wrong, no_digit
 
 
+def save_renders(path: Path, pixels: dict, labels: dict, variants: dict) -> None:
+    """The test renders as the server saw them (None: no digit found), so a re-run skips rendering."""
+    arrays = {}
+    for s in pixels:
+        arrays[f"{s}/found"] = np.array([p is not None for p in pixels[s]])
+        arrays[f"{s}/pixels"] = np.stack([np.frombuffer(p or bytes(784), np.uint8) for p in pixels[s]])
+        arrays[f"{s}/labels"] = np.array(labels[s])
+        arrays[f"{s}/variants"] = np.array(variants[s])
+    np.savez_compressed(path, **arrays)
+
+
+def load_renders(path: Path) -> tuple[dict, dict, dict]:
+    data = np.load(path)
+    pixels, labels, variants = {}, {}, {}
+    for s in DIGIT_STYLES:
+        pixels[s] = [p.tobytes() if f else None for p, f in zip(data[f"{s}/pixels"], data[f"{s}/found"], strict=True)]
+        labels[s] = data[f"{s}/labels"].tolist()
+        variants[s] = data[f"{s}/variants"].tolist()
+    return pixels, labels, variants
+
+
 def run(cmd: list[str], timeout: float | None = None) -> float:
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
@@ -104,33 +126,44 @@ def run(cmd: list[str], timeout: float | None = None) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per-style", type=int, default=300, help="test renders per style (default 300)")
+    p.add_argument("--per-style", type=int, default=200, help="test renders per style (default 200)")
     p.add_argument("--corrections", type=int, default=300, help="user corrections sent through Feedback")
     p.add_argument("--style", choices=DIGIT_STYLES, default=None, help="skip the pick: correct this style")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help="the model to improve (not modified)")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs over --limit-train MNIST images")
-    p.add_argument("--limit-train", type=int, default=12000, help="MNIST images rehearsed per epoch")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs over --limit-train MNIST images")
+    p.add_argument("--limit-train", type=int, default=6000, help="MNIST images rehearsed per epoch")
     p.add_argument("--extra-weight", type=float, default=0.25, help="share of each batch from the corrections")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--train-timeout", type=float, default=600.0, help="the fine-tuning's budget in seconds")
     p.add_argument("--work", type=Path, default=None, help="keep the store, export and run here")
+    p.add_argument(
+        "--reuse", action="store_true", help="with --work: reuse its test renders and the corrections already stored"
+    )
     args = p.parse_args(argv)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="digits-feedback-loop-"))
     work.mkdir(parents=True, exist_ok=True)
     db, export_dir, run_dir = work / "feedback.sqlite3", work / "export", work / "finetune"
-    db.unlink(missing_ok=True)
+    cache = work / f"renders-{args.per_style}-{args.seed}.npz"
+    if not args.reuse:
+        db.unlink(missing_ok=True)
     train, test = load_split("train", download=False), load_split("test", download=False)
     t_digits, t_labels = test.images.numpy(), test.labels.numpy()
     t_start = time.perf_counter()
 
     shipped = ServerProcess(model=args.model, args=["--workers", "2", "--feedback-db", str(db)])
     with shipped:
-        print(f"rendering {args.per_style} test uploads per style and reading them through {shipped.target}...")
-        tests = {s: render(s, t_digits, t_labels, args.per_style, args.seed) for s in DIGIT_STYLES}
-        pixels = {s: asyncio.run(read_renders(shipped.target, tests[s])) for s in DIGIT_STYLES}
-        labels = {s: [x.label for x in tests[s]] for s in DIGIT_STYLES}
+        if args.reuse and cache.is_file():
+            pixels, labels, variants = load_renders(cache)
+            print(f"reusing the test renders in {cache}")
+        else:
+            print(f"rendering {args.per_style} test uploads per style and reading them through {shipped.target}...")
+            tests = {s: render(s, t_digits, t_labels, args.per_style, args.seed) for s in DIGIT_STYLES}
+            pixels = {s: asyncio.run(read_renders(shipped.target, tests[s])) for s in DIGIT_STYLES}
+            labels = {s: [x.label for x in tests[s]] for s in DIGIT_STYLES}
+            variants = {s: [x.variant for x in tests[s]] for s in DIGIT_STYLES}
+            save_renders(cache, pixels, labels, variants)
         pixels["MNIST test"] = [img.tobytes() for img in t_digits]
         labels["MNIST test"] = t_labels.tolist()
         right_before = read_all(shipped.target, pixels, labels)
@@ -138,35 +171,42 @@ def main(argv: list[str] | None = None) -> None:
         style = args.style or min(DIGIT_STYLES, key=lambda s: before[s])
         print(f"worst style: {style} ({before[style]:.1f}%)")
 
-        # Train digits, a seed apart from the test renders; more than needed, for the "no digit" ones.
-        source = render(style, train.images.numpy(), train.labels.numpy(), args.corrections * 11 // 10, args.seed + 1)
-        stored, wrong, no_digit = asyncio.run(send_corrections(shipped.target, source, args.corrections))
-        print(
-            f"sent {stored} corrections of {style} through Feedback ({wrong} where the model was wrong; "
-            f"{no_digit} renders had no digit found and were not sent)"
-        )
+        if args.reuse and db.is_file() and sqlite3.connect(db).execute("SELECT count(*) FROM feedback").fetchone()[0]:
+            stored = sqlite3.connect(db).execute("SELECT count(*) FROM feedback").fetchone()[0]
+            print(f"reusing the {stored} corrections already in {db}")
+        else:
+            # Train digits, a seed apart from the test renders; more than needed, for the "no digit" ones.
+            n = args.corrections * 11 // 10
+            source = render(style, train.images.numpy(), train.labels.numpy(), n, args.seed + 1)
+            stored, wrong, no_digit = asyncio.run(send_corrections(shipped.target, source, args.corrections))
+            print(
+                f"sent {stored} corrections of {style} through Feedback ({wrong} where the model was wrong; "
+                f"{no_digit} renders had no digit found and were not sent)"
+            )
 
     export_s = run([str(BIN / "digits-feedback"), "export", "--db", str(db), "--out", str(export_dir)])
     run([str(BIN / "digits-feedback"), "stats", "--db", str(db)])
-    train_s = run(
-        [
-            "nice", "-n", "10", str(BIN / "digits-train"),
-            "--init-from", str(args.model),
-            "--extra-data", str(export_dir),
-            "--extra-weight", str(args.extra_weight),
-            "--run-dir", str(run_dir),
-            "--epochs", str(args.epochs),
-            "--limit-train", str(args.limit_train),
-            "--lr", str(args.lr),
-            "--warmup-epochs", "0.1",
-            "--ema-decay", "0.99",
-            "--device", "cpu",
-            "--no-download",
-            "--no-wandb",
-            "--seed", str(args.seed),
-        ],
-        timeout=args.train_timeout,
-    )  # fmt: skip
+    finetune = [
+        "nice", "-n", "10", str(BIN / "digits-train"),
+        "--init-from", str(args.model),
+        "--extra-data", str(export_dir),
+        "--extra-weight", str(args.extra_weight),
+        "--run-dir", str(run_dir),
+        "--epochs", str(args.epochs),
+        "--limit-train", str(args.limit_train),
+        "--lr", str(args.lr),
+        "--warmup-epochs", "0.1",
+        "--ema-decay", "0.99",
+        "--device", "cpu",
+        "--no-download",
+        "--no-wandb",
+        "--seed", str(args.seed),
+    ]  # fmt: skip
+    try:
+        train_s = run(finetune, timeout=args.train_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"fine-tuning did NOT finish within its budget of {args.train_timeout:.0f} s on this CPU")
+        sys.exit(1)
     tuned = run_dir / "digits-encoder.safetensors"
     summary = json.loads((run_dir / "summary.json").read_text())
 
@@ -190,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         n = len(t_labels) if name == "MNIST test" else args.per_style
         print(f"{name + f' ({n})':22s} {before[name]:7.2f}% {after[name]:7.2f}% {change:+7.2f}   {target}")
     per_variant: dict[str, list[int]] = defaultdict(list)
-    for i, x in enumerate(tests[style]):
-        per_variant[x.variant].append(i)
+    for i, variant in enumerate(variants[style]):
+        per_variant[variant].append(i)
     for variant, idx in sorted(per_variant.items()):
         b, a = 100.0 * right_before[style][idx].mean(), 100.0 * right_after[style][idx].mean()
         print(f"  {variant + f' ({len(idx)})':20s} {b:7.2f}% {a:7.2f}% {a - b:+7.2f}")
