@@ -33,6 +33,7 @@ from bots.config import (
     port,
 )
 from bots.discord_bot import discord_config_from_env
+from bots.feedback import feedback_config_from_env
 from bots.telegram_bot import telegram_config_from_env
 from client.health import health_status
 
@@ -175,6 +176,7 @@ def check_settings(env: Mapping[str, str]) -> list[BotSpec]:
     wanted = [spec for spec in BOTS if (env.get(spec.token_env) or "").strip()]
     if wanted:
         core_config_from_env(env)
+        feedback_config_from_env(env)
     for spec in wanted:
         spec.check(env)
     return wanted
