@@ -21,9 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from bots.config import (
     EXIT_CONFIG,
     ConfigError,
@@ -37,8 +34,8 @@ from bots.config import (
 )
 from bots.discord_bot import discord_config_from_env
 from bots.telegram_bot import telegram_config_from_env
+from client.health import health_status
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "digits-encoder.safetensors"
 STOP_TIMEOUT = 20.0
 CONFIG_ERROR = EXIT_CONFIG  # a child exiting with this (e.g. a rejected token) is not restarted: it would fail again
 PROG = "digits-run"
@@ -103,16 +100,6 @@ class Child:
         return self.process.returncode
 
 
-def health(target: str, timeout: float = 1.0) -> str:
-    """The server's gRPC health status name, or UNREACHABLE."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
 def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
     """Block until the server is SERVING; False if it exited, timed out, or we were asked to stop."""
     deadline = time.monotonic() + timeout
@@ -120,7 +107,7 @@ def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
         if server.poll() is not None:
             say(f"server exited during start-up with code {server.poll()}")
             return False
-        if health(target) == "SERVING":
+        if health_status(target) == "SERVING":
             return True
         time.sleep(0.2)
     if not stopping():
@@ -165,7 +152,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", type=_host, default="127.0.0.1", help="server listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=port, default=50051, help="server gRPC port (default 50051)")
-    parser.add_argument("--model", type=_model, default=None, help=f"checkpoint (default {SHIPPED_MODEL.name})")
+    parser.add_argument("--model", type=_model, default=None, help="checkpoint (default: the shipped one)")
     parser.add_argument("--metrics-port", type=_metrics_port, default=None, help="server Prometheus port (0: off)")
     parser.add_argument("--startup-timeout", type=_positive_seconds, default=180.0,
                         help="seconds to wait for the server (default 180)")
@@ -188,9 +175,8 @@ def check_settings(env: Mapping[str, str]) -> list[BotSpec]:
 
 def server_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "server", "--host", args.host, "--port", str(args.port)]
-    model = args.model or (SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None)
-    if model is not None:
-        cmd += ["--model", str(model)]
+    if args.model is not None:  # else the server's own default (model.checkpoint.DEFAULT_CHECKPOINT)
+        cmd += ["--model", str(args.model)]
     if args.metrics_port is not None:
         cmd += ["--metrics-port", str(args.metrics_port)]
     return cmd
