@@ -259,12 +259,26 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 IMAGE_FILTER = filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL
 
 
+class FloodControl(AIORateLimiter):
+    """PTB's AIORateLimiter for messages; chat actions ("typing...") pass unthrottled.
+
+    Why: Telegram's limits are on messages, and a typing indicator is cosmetic (we wait at most 1 s
+    for it). Throttled, it would spend half of the 30/s budget and delay the answers behind it."""
+
+    __slots__ = ()
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
+        if endpoint == "sendChatAction":
+            return await callback(*args, **kwargs)
+        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+
+
 def flood_control(*, max_retries: int = 2) -> AIORateLimiter:
     """Outgoing flood control at Telegram's published limits (30 messages/s overall, 20/min per group),
     so a busy group is answered a little later instead of earning a RetryAfter; should one come anyway
     (another replica sent to the same group), the request waits as told and is retried."""
-    return AIORateLimiter(overall_max_rate=30, overall_time_period=1, group_max_rate=20, group_time_period=60,
-                          max_retries=max_retries)
+    return FloodControl(overall_max_rate=30, overall_time_period=1, group_max_rate=20, group_time_period=60,
+                        max_retries=max_retries)
 
 
 def build_application(
