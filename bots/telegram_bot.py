@@ -9,69 +9,132 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import html
 import logging
 import os
+import re
 import sys
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
-
-from bots.core import (
-    Answer,
-    CoreConfig,
-    Outcome,
-    Recognizer,
-    config_from_env,
-    load_env,
-    make_recognizer,
-    protect_secrets,
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
 )
+
+from bots import replies
+from bots.answer import Answer, Outcome
+from bots.chatstate import ChatState
+from bots.config import (
+    EXIT_CONFIG,
+    ConfigError,
+    CoreConfig,
+    OneLineParser,
+    configure_logging,
+    core_config_from_env,
+    env_log_level,
+    env_url,
+    fail,
+    load_env,
+    log_level,
+    parse_url,
+    port,
+)
+from bots.core import Attachment, DownloadFailed, FileTooLarge, Recognizer, make_chat_state, make_recognizer
+from bots.feedback import (
+    CHOICE_NOT_DIGIT,
+    CHOICE_RIGHT,
+    CHOICE_WRONG,
+    Feedback,
+    FeedbackConfig,
+    Result,
+    button_id,
+    feedback_config_from_env,
+    parse_button_id,
+)
+from bots.i18n import N_, Translate, translator
+from bots.redact import protect_secrets
+from bots.replies import NOT_STILL_TEXT, digit_text, plain_text
 
 log = logging.getLogger("bots.telegram")
 
+PROG = "digits-telegram"
 DEFAULT_API_URL = "https://api.telegram.org"
 RECOGNIZER_KEY = "recognizer"
-SEEN_KEY = "send_seen"
-FLOOD_NOTICE_KEY = "flood_notice_at"
+FEEDBACK_KEY = "feedback"
+STATE_KEY = "chat_state"  # shared across webhook replicas through Redis when DIGITS_REDIS_URL is set
+SEEN_KEY = "seen"
+FLOOD_NOTICE_KEY = "flood-notice"
 FLOOD_NOTICE_EVERY = 10.0  # seconds: one polite notice per flood, not one per flooded message
-STATIC_STICKERS_ONLY = "I can only read still images: please send a photo or a static sticker."
-DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
-HANDLER_FAILED = "Sorry, something went wrong on my side. Please try again."
+STATIC_STICKERS_ONLY = NOT_STILL_TEXT
+DOWNLOAD_FAILED = N_("I couldn't download that file from Telegram. Please try sending it again.")
+WORDING = {Outcome.DOWNLOAD_FAILED: DOWNLOAD_FAILED}
+HANDLER_FAILED = N_("Sorry, something went wrong on my side. Please try again.")
+TOKEN_PATTERN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+URL_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./~-]*")
 COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "How to get a good result"),
     BotCommand("seen", "Toggle: also send the 28x28 image the model saw"),
+    BotCommand("forget", "Delete the corrections kept for you"),
 ]
 
 
 @dataclass(frozen=True)
-class Attachment:
-    """The one file we would download for a message, with the metadata Telegram reports."""
+class TelegramConfig:
+    """Telegram-side settings; the shared ones (server, limits) are in bots.config.CoreConfig."""
 
-    file_id: str
-    size: int | None
-    mime_type: str | None
-    filename: str | None
+    token: str
+    api_url: str = DEFAULT_API_URL
+    webhook_secret: str | None = None
+
+    def __repr__(self) -> str:  # never let a secret reach a log line via repr()
+        secret = "***" if self.webhook_secret else None
+        return f"TelegramConfig(api_url={self.api_url!r}, token=***, webhook_secret={secret})"
 
 
-def pick_attachment(message: Message) -> Attachment | Answer | None:
-    """The image in a message (largest photo size, image document, static sticker), or why it can't be read."""
+def telegram_config_from_env(env: Mapping[str, str] | None = None) -> TelegramConfig:
+    """TELEGRAM_* settings, validated (a `.env` in the working directory is read first; env vars win)."""
+    if env is None:
+        load_env()
+        env = os.environ
+    token = (env.get("TELEGRAM_BOT_TOKEN") or "").strip()
+    if not token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather, then export "
+                          "TELEGRAM_BOT_TOKEN=... (or put it in a .env file)")
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise ConfigError("TELEGRAM_BOT_TOKEN must look like 123456:ABC-def_123 (digits, a colon, then letters, "
+                          "digits, _ or -), as @BotFather gives it")
+    secret = (env.get("TELEGRAM_WEBHOOK_SECRET") or "").strip() or None
+    if secret is not None and not SECRET_PATTERN.fullmatch(secret):
+        raise ConfigError("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters from A-Z, a-z, 0-9, _ and -")
+    api_url = env_url(env, "TELEGRAM_API_URL", DEFAULT_API_URL, ("https", "http"))
+    return TelegramConfig(token=token, api_url=api_url or DEFAULT_API_URL, webhook_secret=secret)
+
+
+def pick_attachment(message: Message) -> tuple[str, Attachment] | None:
+    """The file to read in a message (largest photo size, image document, sticker) and what Telegram says of it."""
     if message.photo:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        return Attachment(best.file_id, best.file_size, "image/jpeg", None)
+        return best.file_id, Attachment(best.file_size, "image/jpeg")
     if message.document:
         doc = message.document
-        return Attachment(doc.file_id, doc.file_size, doc.mime_type, doc.file_name)
+        return doc.file_id, Attachment(doc.file_size, doc.mime_type, doc.file_name)
     if message.sticker:
         sticker = message.sticker
-        if sticker.is_animated or sticker.is_video:
-            return Answer(Outcome.NOT_IMAGE, STATIC_STICKERS_ONLY)
-        return Attachment(sticker.file_id, sticker.file_size, "image/webp", None)
+        still = not (sticker.is_animated or sticker.is_video)
+        return sticker.file_id, Attachment(sticker.file_size, "image/webp", still=still)
     return None
 
 
@@ -91,23 +154,38 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str | None) ->
     return False
 
 
-def format_html(answer: Answer) -> str:
-    """Telegram-flavoured reply: the digit in bold, the hint in italics; other outcomes as plain text."""
+def format_html(answer: Answer, tr: Translate | None = None) -> str:
+    """Telegram-flavoured reply: the digits in bold, the hint in italics; other outcomes as plain text."""
+    tr = tr or translator(None)
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
-        return html.escape(answer.text, quote=False)
-    if answer.runner_up is None:
-        return f"It's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure)."
-    other, other_conf = answer.runner_up
-    hint = html.escape(answer.text.splitlines()[-1], quote=False)
-    return (
-        f"I think it's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure), "
-        f"but it could be a <b>{other}</b> ({other_conf:.0%}).\n<i>{hint}</i>"
-    )
+        return html.escape(plain_text(answer, WORDING, tr), quote=False)
+    text = digit_text(dataclasses.replace(answer, hint=None), lambda m: html.escape(tr(m), quote=False),
+                      digit_format="<b>{}</b>")
+    return f"{text}\n<i>{html.escape(tr(answer.hint), quote=False)}</i>" if answer.hint else text
 
 
-async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False) -> None:
-    """Reply quoting the user's message; optionally follow with the image the model saw."""
-    await message.reply_text(format_html(answer), parse_mode=ParseMode.HTML, do_quote=True)
+def feedback_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
+    """Right / Wrong under an answer."""
+    return InlineKeyboardMarkup([[
+        InlineKeyboardButton("✓ " + tr(replies.RIGHT_BUTTON), callback_data=button_id(token, CHOICE_RIGHT)),
+        InlineKeyboardButton("✗ " + tr(replies.WRONG_BUTTON), callback_data=button_id(token, CHOICE_WRONG)),
+    ]])
+
+
+def digits_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
+    """After "wrong": the ten digits and "not a digit"."""
+    rows = [[InlineKeyboardButton(str(d), callback_data=button_id(token, str(d))) for d in range(r, r + 5)]
+            for r in (0, 5)]
+    not_digit = InlineKeyboardButton(tr(replies.NOT_A_DIGIT_BUTTON), callback_data=button_id(token, CHOICE_NOT_DIGIT))
+    rows.append([not_digit])
+    return InlineKeyboardMarkup(rows)
+
+
+async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False, tr: Translate | None = None,
+                      markup: InlineKeyboardMarkup | None = None) -> None:
+    """Reply quoting the user's message (with the right/wrong buttons when given); optionally follow with
+    the image the model saw."""
+    await message.reply_text(format_html(answer, tr), parse_mode=ParseMode.HTML, do_quote=True, reply_markup=markup)
     if with_seen and answer.seen_png:
         await message.reply_photo(
             answer.seen_png, caption="What I read: the 28x28 image the model saw, enlarged.", do_quote=True
@@ -125,21 +203,124 @@ async def _settle(task: asyncio.Task, timeout: float = 1.0) -> None:
 
 
 # -- handlers -------------------------------------------------------------------------------------
+def user_translator(update: Update) -> Translate:
+    user = update.effective_user
+    return translator(user.language_code if user else None)
+
+
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/start and /help: what to send and how to get a good result."""
+    """/start and /help: what to send and how to get a good result, and what is kept when you correct."""
     if update.effective_message:
+        tr = user_translator(update)
         extra = "\n\nSend /seen to also get the 28x28 image the model read, to understand mistakes."
-        await update.effective_message.reply_text(Recognizer.HELP_TEXT + extra)
+        feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+        privacy = "\n\n" + tr(replies.PRIVACY_TEXT) if feedback is not None and feedback.enabled else ""
+        await update.effective_message.reply_text(tr(Recognizer.HELP_TEXT) + extra + privacy)
+
+
+async def on_forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/forget: delete every correction kept for this user, and say how many went."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    tr = user_translator(update)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if feedback is None or not feedback.enabled:
+        await message.reply_text(tr(replies.FEEDBACK_OFF))
+        return
+    deleted = await feedback.forget("telegram", user.id)
+    text = tr(replies.FORGET_FAILED) if deleted is None else tr(replies.FORGOTTEN).format(count=deleted)
+    await message.reply_text(text)
+
+
+def feedback_token(message: Message | None) -> str | None:
+    """The correction token of one of our answers (from its right/wrong buttons), if it still has them."""
+    markup = message.reply_markup if message is not None else None
+    for row in markup.inline_keyboard if markup is not None else ():
+        for button in row:
+            parsed = parse_button_id(button.callback_data if isinstance(button.callback_data, str) else "")
+            if parsed is not None:
+                return parsed[0]
+    return None
+
+
+async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A reply of one digit to an answer with buttons: the same as tapping "wrong", then that digit."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or message.text is None:
+        return
+    token = feedback_token(message.reply_to_message)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if token is None or feedback is None:
+        if message.chat.type == ChatType.PRIVATE:
+            await on_text(update, context)
+        return
+    tr = translator(user.language_code)
+    outcome = await feedback.choose("telegram", user.id, token, message.text.strip())
+    if outcome.result == Result.RECORDED:
+        answer_message = message.reply_to_message
+        line = replies.correction_line(outcome.label, outcome.predicted, tr)
+        try:
+            await answer_message.edit_text(html.escape(f"{answer_message.text or ''}\n{line}".strip(), quote=False),
+                                           parse_mode=ParseMode.HTML, reply_markup=None)
+        except TelegramError as exc:  # cosmetic: the correction is stored either way
+            log.debug("could not edit the corrected answer: %r", exc)
+        await message.reply_text(replies.recorded_text(outcome.label, tr), do_quote=True)
+    elif outcome.result == Result.NOT_YOURS:
+        await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
+    elif outcome.result == Result.ALREADY:
+        await message.reply_text(tr(replies.ALREADY_RECORDED), do_quote=True)
+    elif outcome.result == Result.FAILED:
+        await message.reply_text(tr(replies.FEEDBACK_FAILED), do_quote=True)
+    else:
+        await message.reply_text(tr(replies.EXPIRED), do_quote=True)
+
+
+async def on_feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A tap on right / wrong / a digit / "not a digit" under an answer."""
+    query = update.callback_query
+    if query is None:
+        return
+    tr = translator(query.from_user.language_code)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    parsed = parse_button_id(query.data or "")
+    if feedback is None or parsed is None:
+        await query.answer(tr(replies.EXPIRED))
+        return
+    token, choice = parsed
+    outcome = await feedback.choose("telegram", query.from_user.id, token, choice)
+    if outcome.result == Result.NOT_YOURS:
+        await query.answer(tr(replies.NOT_YOURS), show_alert=True)
+    elif outcome.result == Result.ASK_DIGIT:
+        await query.answer(tr(replies.WHICH_DIGIT))
+        await query.edit_message_reply_markup(digits_keyboard(token, tr))
+    elif outcome.result == Result.RECORDED:
+        await query.answer(replies.recorded_text(outcome.label, tr))
+        original = query.message.text if query.message is not None and query.message.text else ""
+        line = replies.correction_line(outcome.label, outcome.predicted, tr)
+        await query.edit_message_text(html.escape(f"{original}\n{line}".strip(), quote=False),
+                                      parse_mode=ParseMode.HTML, reply_markup=None)
+    elif outcome.result == Result.ALREADY:
+        await query.answer(tr(replies.ALREADY_RECORDED))
+    elif outcome.result == Result.FAILED:
+        await query.answer(tr(replies.FEEDBACK_FAILED), show_alert=True)
+    else:  # expired, or feedback turned off since
+        await query.answer(tr(replies.EXPIRED))
+        await query.edit_message_reply_markup(None)
 
 
 async def on_seen(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/seen toggles (or `/seen on|off` sets) sending the model's-eye image for this chat."""
     message = update.effective_message
-    if message is None or context.chat_data is None:
+    if message is None:
         return
+    state: ChatState = context.bot_data[STATE_KEY]
+    key = f"{SEEN_KEY}:telegram:{message.chat_id}"
     arg = (context.args or [""])[0].lower()
-    enabled = {"on": True, "off": False}.get(arg, not context.chat_data.get(SEEN_KEY, False))
-    context.chat_data[SEEN_KEY] = enabled
+    enabled = {"on": True, "off": False}.get(arg)
+    if enabled is None:
+        enabled = not await state.get_flag(key)
+    await state.set_flag(key, enabled)
     if enabled:
         text = "Okay: with each answer I'll also send the 28x28 image the model saw. Send /seen again to stop."
     else:
@@ -154,61 +335,53 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """An image-bearing message: checks (addressing, rate limit, size/type), download, recognize, reply."""
+    """An image-bearing message addressed to the bot: the core's flow, with Telegram's download and typing."""
     message = update.effective_message
     if message is None:
         return
     if not addressed_to_bot(message, context.bot.id, context.bot.username):
         return
-    recognizer: Recognizer = context.bot_data[RECOGNIZER_KEY]
     picked = pick_attachment(message)
     if picked is None:
         return
+    file_id, attachment = picked
+    recognizer: Recognizer = context.bot_data[RECOGNIZER_KEY]
+    typing: list[asyncio.Task] = []
+
+    async def show_typing() -> None:
+        typing.append(asyncio.create_task(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)))
+
+    async def download() -> bytes:
+        try:
+            file = await context.bot.get_file(file_id)
+            return bytes(await file.download_as_bytearray())
+        except BadRequest as exc:  # Telegram refuses files over 20 MB to bots, and forgets old ones
+            if "too big" in str(exc).lower():
+                raise FileTooLarge(str(exc)) from exc
+            raise DownloadFailed(f"getFile refused: {exc}") from exc
+        except NetworkError as exc:
+            raise DownloadFailed(repr(exc)) from exc
+
     user = message.from_user
-    limited = recognizer.rate_limited(f"telegram:{user.id if user else message.chat_id}")
-    if limited is not None:
-        await _notify_flood(message, context, limited)
+    tr = translator(user.language_code if user else None)
+    key = f"telegram:{user.id if user else message.chat_id}"
+    answer = await recognizer.handle(key, attachment, download, on_accepted=show_typing)
+    for task in typing:
+        await _settle(task)
+    state: ChatState = context.bot_data[STATE_KEY]
+    if answer.outcome == Outcome.RATE_LIMITED:
+        # One notice per flood (per FLOOD_NOTICE_EVERY seconds, across replicas): replying to every message
+        # would be a flood too.
+        if await state.first_in(f"{FLOOD_NOTICE_KEY}:{key}", FLOOD_NOTICE_EVERY):
+            await send_answer(message, answer, tr=tr)
         return
-    if isinstance(picked, Answer):
-        await send_answer(message, picked)
-        return
-    refused = recognizer.refuse_attachment(size=picked.size, mime_type=picked.mime_type, filename=picked.filename)
-    if refused is not None:
-        await send_answer(message, refused)
-        return
-    started = time.perf_counter()
-    typing = asyncio.create_task(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING))
-    try:
-        file = await context.bot.get_file(picked.file_id)
-        data = bytes(await file.download_as_bytearray())
-    except BadRequest as exc:
-        too_big = "too big" in str(exc).lower()
-        log.warning("getFile refused: %s", exc)
-        answer = recognizer.too_large_answer() if too_big else Answer(Outcome.NOT_IMAGE, DOWNLOAD_FAILED)
-    except NetworkError as exc:
-        log.warning("download failed: %r", exc)
-        answer = Answer(Outcome.UNAVAILABLE, DOWNLOAD_FAILED)
-    else:
-        answer = await recognizer.recognize(data)
-    await _settle(typing)
-    log.info(
-        "chat=%s outcome=%s digit=%s confidence=%s ms=%.0f",
-        message.chat_id, answer.outcome.value, answer.digit,
-        f"{answer.confidence:.3f}" if answer.confidence is not None else None,
-        (time.perf_counter() - started) * 1000,
-    )
-    with_seen = bool(context.chat_data and context.chat_data.get(SEEN_KEY))
-    await send_answer(message, answer, with_seen=with_seen)
-
-
-async def _notify_flood(message: Message, context: ContextTypes.DEFAULT_TYPE, answer: Answer) -> None:
-    """Answer a flood once per FLOOD_NOTICE_EVERY seconds: replying to every message would be a flood too."""
-    user_data = context.user_data if context.user_data is not None else {}
-    now = time.monotonic()
-    if now - user_data.get(FLOOD_NOTICE_KEY, -FLOOD_NOTICE_EVERY) < FLOOD_NOTICE_EVERY:
-        return
-    user_data[FLOOD_NOTICE_KEY] = now
-    await send_answer(message, answer)
+    with_seen = answer.seen_png is not None and await state.get_flag(f"{SEEN_KEY}:telegram:{message.chat_id}")
+    markup = None
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if feedback is not None and user is not None and answer.outcome == Outcome.DIGIT:
+        token = await feedback.offer("telegram", user.id, answer.pixels, answer.digit, answer.model_version)
+        markup = feedback_keyboard(token, tr) if token else None
+    await send_answer(message, answer, with_seen=with_seen, tr=tr, markup=markup)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -216,7 +389,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     log.error("handler failed: %r", context.error, exc_info=context.error)
     if isinstance(update, Update) and update.effective_message is not None:
         try:
-            await update.effective_message.reply_text(HANDLER_FAILED)
+            await update.effective_message.reply_text(user_translator(update)(HANDLER_FAILED))
         except TelegramError as exc:
             log.warning("could not report the failure to the chat: %r", exc)
 
@@ -225,10 +398,36 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 IMAGE_FILTER = filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL
 
 
+class FloodControl(AIORateLimiter):
+    """PTB's AIORateLimiter for messages; chat actions ("typing...") pass unthrottled.
+
+    Why: Telegram's limits are on messages, and a typing indicator is cosmetic (we wait at most 1 s
+    for it). Throttled, it would spend half of the 30/s budget and delay the answers behind it."""
+
+    __slots__ = ()
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
+        if endpoint == "sendChatAction":
+            return await callback(*args, **kwargs)
+        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+
+
+def flood_control(*, max_retries: int = 2) -> AIORateLimiter:
+    """Outgoing flood control at Telegram's published limits (30 messages/s overall, 20/min per group),
+    so a busy group is answered a little later instead of earning a RetryAfter; should one come anyway
+    (another replica sent to the same group), the request waits as told and is retried."""
+    return FloodControl(overall_max_rate=30, overall_time_period=1, group_max_rate=20, group_time_period=60,
+                        max_retries=max_retries)
+
+
 def build_application(
-    token: str, *, api_url: str = DEFAULT_API_URL, config: CoreConfig | None = None
+    token: str, *, api_url: str = DEFAULT_API_URL, config: CoreConfig | None = None,
+    rate_limiter: AIORateLimiter | None | bool = True, feedback: FeedbackConfig | None = None,
 ) -> Application:
-    """The PTB Application with every handler; the gRPC client is opened and closed with it."""
+    """The PTB Application with every handler; the gRPC client is opened and closed with it.
+
+    `rate_limiter`: True for `flood_control()`, an AIORateLimiter of your own, or None/False for none.
+    `feedback`: the right/wrong buttons' settings (main() reads them from the environment); None: off."""
     config = config or CoreConfig()
     root = api_url.rstrip("/")
 
@@ -242,9 +441,14 @@ def build_application(
     async def post_shutdown(app: Application) -> None:
         recognizer = app.bot_data.get(RECOGNIZER_KEY)
         if recognizer is not None:
-            await recognizer.client.close()
+            await recognizer.close()
+        if app.bot_data.get(FEEDBACK_KEY) is not None:
+            app.bot_data[FEEDBACK_KEY].close()
+        state = app.bot_data.get(STATE_KEY)
+        if state is not None:
+            await state.close()
 
-    app = (
+    builder = (
         ApplicationBuilder()
         .token(token)
         .base_url(f"{root}/bot")
@@ -252,13 +456,22 @@ def build_application(
         .concurrent_updates(True)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
-        .build()
     )
+    if rate_limiter is True:
+        rate_limiter = flood_control()
+    if rate_limiter:
+        builder = builder.rate_limiter(rate_limiter)
+    app = builder.build()
     # The client opens its channel lazily on first use, so it can be built before the loop runs.
-    app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
+    recognizer = app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
+    app.bot_data[FEEDBACK_KEY] = Feedback(recognizer.client, feedback or FeedbackConfig(enabled=False))
+    app.bot_data[STATE_KEY] = make_chat_state(config)
     app.add_handler(CommandHandler(["start", "help"], on_help))
     app.add_handler(CommandHandler("seen", on_seen))
+    app.add_handler(CommandHandler("forget", on_forget))
+    app.add_handler(CallbackQueryHandler(on_feedback_button, pattern=r"^fb:"))
     app.add_handler(MessageHandler(IMAGE_FILTER, on_image))
+    app.add_handler(MessageHandler(filters.REPLY & filters.Regex(r"^\s*[0-9]\s*$"), on_number_reply))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, on_text))
     app.add_error_handler(on_error)
     return app
@@ -274,40 +487,54 @@ class _NoTracebackForBadToken(logging.Filter):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="digits-telegram",
+    parser = OneLineParser(
+        prog=PROG,
         description="Telegram bot that reads handwritten digits from photos (via the digits gRPC server).",
         epilog="Environment (.env is read if present): TELEGRAM_BOT_TOKEN (required), DIGITS_SERVER "
         "(default 127.0.0.1:50051), TELEGRAM_API_URL (default https://api.telegram.org), "
-        "TELEGRAM_WEBHOOK_SECRET (webhook mode), DIGITS_API_TOKEN.",
+        "TELEGRAM_WEBHOOK_SECRET (webhook mode), DIGITS_API_TOKEN, DIGITS_RATE_LIMIT, DIGITS_RATE_WINDOW, "
+        "DIGITS_MAX_BYTES, DIGITS_LOW_CONFIDENCE, DIGITS_TIMEOUT, DIGITS_REDIS_URL, LOG_LEVEL. "
+        "A bad setting exits with code 2 and one line naming it.",
     )
     parser.add_argument("--webhook-url", help="public HTTPS URL Telegram should POST updates to (enables webhook mode)")
     parser.add_argument("--listen", default="0.0.0.0", help="webhook mode: address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8443, help="webhook mode: port to listen on (default 8443)")
+    parser.add_argument("--port", type=port, default=8443, help="webhook mode: port to listen on (default 8443)")
     parser.add_argument("--url-path", default="telegram", help="webhook mode: local path (default 'telegram')")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level (default INFO)")
+    parser.add_argument("--log-level", type=log_level, default=None,
+                        help="logging level (default LOG_LEVEL, else INFO)")
     return parser.parse_args(argv)
+
+
+def check_webhook_args(args: argparse.Namespace, config: TelegramConfig) -> None:
+    """The webhook flags, validated like the environment (Telegram itself accepts only HTTPS webhooks;
+    a self-hosted Bot API server, TELEGRAM_API_URL, also takes http://)."""
+    if args.webhook_url is None:
+        return
+    schemes = ("https",) if config.api_url == DEFAULT_API_URL else ("https", "http")
+    parse_url(args.webhook_url, "--webhook-url", schemes)
+    if not args.listen.strip() or any(c.isspace() for c in args.listen):
+        raise ConfigError(f"--listen must be an address such as 0.0.0.0 or 127.0.0.1, got {args.listen!r}")
+    if not URL_PATH_PATTERN.fullmatch(args.url_path):
+        raise ConfigError(f"--url-path must be a URL path of letters, digits and _ . / ~ -, got {args.url_path!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of digits-telegram; returns the exit code (2: configuration error)."""
     args = parse_args(argv)
     load_env()
-    token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip()
-    if not token:
-        print(
-            "digits-telegram: TELEGRAM_BOT_TOKEN is not set. Create a bot with @BotFather, then\n"
-            "  export TELEGRAM_BOT_TOKEN=...   (or put TELEGRAM_BOT_TOKEN=... in a .env file)",
-            file=sys.stderr,
-        )
-        return 2
-    secret = os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redactor = protect_secrets(token, secret)
+    try:
+        level = args.log_level or env_log_level()
+        tg = telegram_config_from_env()
+        core = core_config_from_env()
+        feedback = feedback_config_from_env()
+        check_webhook_args(args, tg)
+    except ConfigError as exc:
+        return fail(PROG, exc)
+    configure_logging(level)
+    redactor = protect_secrets(tg.token, tg.webhook_secret, core.api_token, core.redis_url)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoTracebackForBadToken())
-    api_url = os.environ.get("TELEGRAM_API_URL") or DEFAULT_API_URL
-    app = build_application(token, api_url=api_url, config=config_from_env())
+    app = build_application(tg.token, api_url=tg.api_url, config=core, feedback=feedback)
     try:
         if args.webhook_url:
             app.run_webhook(
@@ -315,16 +542,16 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 url_path=args.url_path,
                 webhook_url=args.webhook_url,
-                secret_token=secret,
+                secret_token=tg.webhook_secret,
                 bootstrap_retries=-1,
             )
         else:
             app.run_polling(bootstrap_retries=-1)
     except InvalidToken:
-        print("digits-telegram: Telegram rejected TELEGRAM_BOT_TOKEN; check it with @BotFather.", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: Telegram rejected TELEGRAM_BOT_TOKEN; check it with @BotFather.", file=sys.stderr)
+        return EXIT_CONFIG
     except (NetworkError, OSError) as exc:
-        print(f"digits-telegram: cannot reach the Telegram Bot API at {api_url}: {redactor.redact(str(exc))}",
+        print(f"{PROG}: cannot reach the Telegram Bot API at {tg.api_url}: {redactor.redact(str(exc))}",
               file=sys.stderr)
         return 1
     return 0

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from preprocessing import DEFAULT_MAX_PIXELS
 from server.auth import TokenInterceptor
 from server.metrics import Metrics
+from server.model_protocol import ModelSettings
 from server.preprocess_pool import PreprocessPool
 from server.service import DigitClassifierService
 
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drain-delay", type=float, default=0.25, help="seconds health shows NOT_SERVING before the port closes"
     )
+    p.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=None,
+        help="SQLite file that keeps users' corrections (Feedback/Forget RPCs); without it Feedback is refused",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -103,8 +110,18 @@ async def serve(args: argparse.Namespace) -> int:
         fatal.append(reason)
         loop.call_soon_threadsafe(stop.set)
 
+    feedback_store = None
+    if args.feedback_db is not None:
+        from server.feedback_store import FeedbackStore
+
+        try:
+            feedback_store = FeedbackStore(args.feedback_db)
+        except Exception as exc:  # unwritable folder, not a database...: one clear line
+            log.error("cannot open the feedback store %s: %s", args.feedback_db, exc)
+            return 2
+        log.info("feedback store: %s (%d records)", feedback_store.path.resolve(), feedback_store.count())
     pool = PreprocessPool(args.workers, max_pixels=args.max_pixels, max_pending=args.max_queue)
-    service = DigitClassifierService(metrics, pool)
+    service = DigitClassifierService(metrics, pool, feedback_store)
     health = HealthServicer()
     token = os.environ.get(TOKEN_ENV) or None
     max_message = int(args.max_message_mb * 1024 * 1024)
@@ -140,13 +157,12 @@ async def serve(args: argparse.Namespace) -> int:
 
     try:
         # The model process and the preprocessing workers start side by side.
+        settings = ModelSettings(
+            args.model, args.device, threads=args.torch_threads, graph=not args.eager, warm_to=args.max_batch_size
+        )
         start_model = partial(
             InferenceProcess,
-            args.model,
-            args.device,
-            threads=args.torch_threads,
-            warm_to=args.max_batch_size,
-            graph=not args.eager,
+            settings,
             on_restart=metrics.model_restarts.inc,
             on_fatal=on_fatal,
         )
@@ -172,7 +188,8 @@ async def serve(args: argparse.Namespace) -> int:
     service.ready(batcher, runner.version)
     # Everything allocated so far (libraries, protobuf descriptors, the app) lives as long as the
     # process. Frozen, the collector stops re-scanning it: a full collection under load took
-    # 70-90 ms and stalled every in-flight request; now it only walks request-time objects.
+    # 70-90 ms on the 2-core development machine and stalled every in-flight request; now it only
+    # walks request-time objects.
     gc.freeze()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -207,6 +224,8 @@ async def serve(args: argparse.Namespace) -> int:
     await batcher.close()
     runner.close()
     pool.close()
+    if feedback_store is not None:
+        feedback_store.close()
     if fatal:
         log.error("stopped: the model could not be restarted (exit code 1, for a supervisor to start afresh)")
         return 1
