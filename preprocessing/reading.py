@@ -107,9 +107,17 @@ def _pieces(m: InkMap) -> _Map:
     The same statistics as `segment._select`, so that what counts as ink is the same for one digit
     and for a number."""
     raw = m.raw
+    if m.parts is not None:  # `segment` labelled the same map with the same thresholds already
+        groups = m.parts.groups
+        strongest = max((g[1] for g in groups), default=0.0)
+        pieces = [_Piece(box, mass, label) for box, mass, label in groups if mass >= SPECK * strongest]
+        return _Map(raw, m.parts.labels, pieces, m.parts.t_low, m.frame)
     h, w = raw.shape
     r = ndi.gaussian_filter(raw, 0.6, truncate=2.0) if h * w > 16 else raw
     sample = r[::3, ::3] if r.size > 9216 else r
+    if not m.frame:  # a flat page: its noise is measured on the paper alone (a tight crop is mostly ink)
+        paper = sample[sample < 0.5]
+        sample = paper if paper.size >= 16 else sample
     med = float(np.median(sample))
     sigma = 1.4826 * float(np.median(np.abs(sample - med)))
     t_low = max(LOW_FLOOR, med + 4.0 * sigma)

@@ -353,11 +353,11 @@ def render_numbers(style: str, digits: np.ndarray, labels: np.ndarray, n: int, s
     return out
 
 
-def tight_crop(digit: np.ndarray, rng: np.random.Generator) -> tuple[str, bytes]:
+def tight_crop(digit: np.ndarray, rng: np.random.Generator, side: int | None = None) -> tuple[str, bytes]:
     """An MNIST digit cropped to its ink (no margin), light on dark or dark on light, at 16-64 px."""
     ys, xs = np.nonzero(digit > 40)
     crop = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    side = int(rng.choice([16, 28, 32, 64]))
+    side = side or int(rng.choice([16, 28, 32, 64]))
     f = side / max(crop.shape)
     img = Image.fromarray(crop).resize(
         (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))), Image.Resampling.BILINEAR

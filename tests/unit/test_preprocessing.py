@@ -394,3 +394,23 @@ def test_a_number_is_several_digits_and_one_digit_is_not(some_digits):
     strip = rs.compose(some_digits[:3], [0.3, 0.3], np.random.default_rng(0))
     assert preprocess(rs.number_scan(strip, np.random.default_rng(0))[1]).several
     assert not preprocess(rs.scan(some_digits[0], np.random.default_rng(0))[1]).several
+
+
+def test_a_digit_cropped_to_its_ink_is_a_digit(some_digits):
+    """Dataset-style crops: the strokes touch the borders, light on dark or dark on light. Known gaps (see
+    the benchmark): 16-pixel crops are found about half the time, and a "0" whose ring runs along the
+    borders can still be taken for a frame."""
+    for i, d in enumerate(some_digits[2:8]):
+        _, data = rs.tight_crop(d, np.random.default_rng(i), side=(28, 32, 64)[i % 3])
+        result = preprocess(data)
+        assert result.digit_found, f"tight crop {i}"
+        assert fidelity(result.pixels, d) > 0.8, f"tight crop {i}"
+
+
+def test_a_frame_or_a_page_edge_around_empty_paper_is_not_a_digit():
+    framed = np.full((200, 200), 240, np.uint8)
+    framed[:6], framed[-6:], framed[:, :6], framed[:, -6:] = 20, 20, 20, 20
+    edge = np.full((200, 200), 240, np.uint8)
+    edge[:, :40] = 30
+    for a in (framed, edge):
+        assert not preprocess(encode(Image.fromarray(a))).digit_found
