@@ -102,6 +102,12 @@ class Batcher(Generic[R]):
         Cancelling the caller drops whichever have not reached the model yet."""
         return list(await asyncio.gather(*self._enqueue(images, timeout)))
 
+    def enqueue(self, pixels: bytes, timeout: float | None = None) -> asyncio.Future:
+        """Queue one image and return its future without awaiting it (raises QueueFull/BatcherClosed at
+        once). For PredictStream, which answers from a done-callback instead of a task per item;
+        cancelling the future drops the image if it has not reached the model yet."""
+        return self._enqueue((pixels,), timeout)[0]
+
     def _enqueue(self, images: tuple[bytes, ...] | list[bytes], timeout: float | None) -> list[asyncio.Future]:
         if self._closed:
             raise BatcherClosed("the server is shutting down")

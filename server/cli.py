@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="always hold a request up to --max-batch-delay-ms, even when traffic is one-at-a-time",
     )
     p.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this get RESOURCE_EXHAUSTED")
+    p.add_argument(
+        "--stream-window",
+        type=int,
+        default=256,
+        help="unanswered items one PredictStream may hold; the server stops reading that stream until answers drain",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image preprocessing processes")
     p.add_argument(
         "--eager",
@@ -80,8 +86,8 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--max-batch-size must be >= 1")
     if args.max_batch_delay_ms < 0:
         p.error("--max-batch-delay-ms must be >= 0")
-    if args.max_queue < 1 or args.workers < 1:
-        p.error("--max-queue and --workers must be >= 1")
+    if args.max_queue < 1 or args.workers < 1 or args.stream_window < 1:
+        p.error("--max-queue, --workers and --stream-window must be >= 1")
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
 
@@ -104,7 +110,7 @@ async def serve(args: argparse.Namespace) -> int:
         loop.call_soon_threadsafe(stop.set)
 
     pool = PreprocessPool(args.workers, max_pixels=args.max_pixels, max_pending=args.max_queue)
-    service = DigitClassifierService(metrics, pool)
+    service = DigitClassifierService(metrics, pool, stream_window=args.stream_window)
     health = HealthServicer()
     token = os.environ.get(TOKEN_ENV) or None
     max_message = int(args.max_message_mb * 1024 * 1024)

@@ -19,6 +19,7 @@ from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
 from server.preprocess_pool import ImageRejected, PreprocessPool
+from server.stream import DEFAULT_WINDOW, StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,26 @@ def _batcher_failures() -> Iterator[None]:
         raise RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.UNAVAILABLE, str(exc)) from None
 
 
+def _item_failure(exc: BaseException) -> tuple[str, str] | None:
+    """A stream item's exception as (reason, message) for its ItemError; None for a bug."""
+    if not isinstance(exc, RpcFailure):
+        try:
+            with _batcher_failures():
+                raise exc
+        except RpcFailure as failure:
+            exc = failure
+        except BaseException:
+            return None
+    return exc.reason, exc.message
+
+
 class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
-    def __init__(self, metrics: Metrics, preprocessor: PreprocessPool | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics, preprocessor: PreprocessPool | None = None, stream_window: int = DEFAULT_WINDOW
+    ) -> None:
         self.metrics = metrics
         self.preprocessor = preprocessor
+        self.stream_window = stream_window  # unanswered items one PredictStream may hold (see server/stream.py)
         self.batcher: Batcher | None = None  # set once the model is loaded and warm
         self.model_version = ""
         self.draining = False
@@ -88,6 +105,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
 
     async def PredictBatch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         return await self._serve("PredictBatch", self._predict_batch, request, context)
+
+    async def PredictStream(self, request_iterator, context: grpc.aio.ServicerContext):
+        return await self._serve("PredictStream", self._predict_stream, request_iterator, context)
 
     async def _serve(self, method: str, handler, request, context: grpc.aio.ServicerContext):
         """Run `handler`; every failure leaves as a status with ErrorInfo, and is counted."""
@@ -163,6 +183,19 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             if isinstance(outcome, RpcFailure):
                 results[i].error.reason, results[i].error.message = outcome.reason, outcome.message
         return digits_pb2.PredictBatchResponse(results=results)
+
+    async def _predict_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
+        session = StreamSession(
+            context,
+            self._ready_batcher(),
+            check_pixels=_checked_pixels,
+            pixels_of=self._pixels,
+            response=self._response,
+            classify=_item_failure,
+            window=self.stream_window,
+            on_item=self.metrics.stream_item,
+        )
+        await session.run()
 
     async def _pixels(self, request: digits_pb2.PredictRequest) -> bytes:
         kind = request.WhichOneof("input")

@@ -65,3 +65,19 @@ class ItemError(_message.Message):
     reason: str
     message: str
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class PredictStreamRequest(_message.Message):
+    __slots__ = ("id", "item")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    item: PredictRequest
+    def __init__(self, id: _Optional[int] = ..., item: _Optional[_Union[PredictRequest, _Mapping]] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("id", "result")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    result: PredictResult
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[PredictResult, _Mapping]] = ...) -> None: ...
