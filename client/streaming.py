@@ -63,4 +63,3 @@ async def stream_results(
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await sender
     return results
-
