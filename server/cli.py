@@ -78,8 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drain-delay", type=float, default=0.25, help="seconds health shows NOT_SERVING before the port closes"
     )
+    p.add_argument(
+        "--grpc-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra gRPC server channel argument (repeatable; integers are passed as integers), "
+        "e.g. grpc.enable_channelz=0",
+    )
+    p.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop under grpc.aio (uvloop must be installed)",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
+
+
+def _grpc_args(pairs: list[str]) -> list[tuple[str, str | int]]:
+    """`--grpc-arg NAME=VALUE` as gRPC channel arguments; a number is passed as an int."""
+    out: list[tuple[str, str | int]] = []
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        out.append((name, int(value) if value.lstrip("-").isdigit() else value))
+    return out
 
 
 def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -89,6 +112,13 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--max-batch-delay-ms must be >= 0")
     if args.max_queue < 1 or args.workers < 1 or args.stream_window < 1:
         p.error("--max-queue, --workers and --stream-window must be >= 1")
+    if any("=" not in pair for pair in args.grpc_arg):
+        p.error("--grpc-arg takes NAME=VALUE")
+    if args.event_loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            p.error("--event-loop uvloop needs the uvloop package (pip install uvloop)")
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
 
@@ -121,6 +151,7 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),  # a port already in use is an error, not a silent second server
+            *_grpc_args(args.grpc_arg),
         ],
     )
     digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
@@ -228,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(serve(args))
     return asyncio.run(serve(args))
 
 
