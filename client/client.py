@@ -332,4 +332,3 @@ class DigitsClient:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
-

@@ -40,7 +40,9 @@ class Metrics:
             "digits_model_restarts", "Model processes started to replace one that died or hung", registry=self.registry
         )
         self.stream_items = Counter(
-            "digits_stream_items", "PredictStream items answered, by outcome (OK or the error reason)", ["outcome"],
+            "digits_stream_items",
+            "PredictStream items answered, by outcome (OK or the error reason)",
+            ["outcome"],
             registry=self.registry,
         )
         self._children: dict[tuple[str, str], tuple] = {}

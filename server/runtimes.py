@@ -11,7 +11,9 @@ falls back to eager.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -54,10 +56,29 @@ def _batch_dim():
     return {"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}}
 
 
-def onnx_session(model: nn.Module, temperature: float, threads: int | None, int8: bool = False) -> Predict:
-    """Export to ONNX in memory (torch.onnx, dynamo exporter) and open an ONNX Runtime CPU session."""
-    import onnxruntime as ort
+def cache_dir() -> Path:
+    """Where exported models are kept between starts: $DIGITS_CACHE_DIR, or ~/.cache/digits."""
+    return Path(os.environ.get("DIGITS_CACHE_DIR") or Path.home() / ".cache" / "digits")
 
+
+def _model_key(model: nn.Module, temperature: float, *extra: str) -> str:
+    """A digest of the weights, the temperature, torch's version and `extra`: a cached export is
+    reused only for exactly the model (and exporter) it was made from."""
+    digest = hashlib.sha256(f"{temperature!r}|{torch.__version__}|{'|'.join(extra)}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def export_onnx(model: nn.Module, temperature: float, int8: bool = False) -> bytes:
+    """The calibrated module as ONNX bytes (torch.onnx, dynamo exporter, dynamic batch). Exporting
+    takes 5-20 s on a small CPU, so the bytes are cached on disk under a digest of the weights."""
+    path = cache_dir() / f"digits-{_model_key(model, temperature, 'onnx', 'int8' if int8 else 'fp32')}.onnx"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
     module = Calibrated(model, temperature).eval()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -65,6 +86,21 @@ def onnx_session(model: nn.Module, temperature: float, threads: int | None, int8
     data = program.model_proto.SerializeToString()
     if int8:
         data = _quantize_int8(data)
+    try:  # write-then-rename: a concurrent start never reads half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("cannot cache the exported model in %s: %s", path.parent, exc)
+    return data
+
+
+def onnx_session(model: nn.Module, temperature: float, threads: int | None, int8: bool = False) -> Predict:
+    """An ONNX Runtime CPU session over the exported calibrated module."""
+    import onnxruntime as ort
+
+    data = export_onnx(model, temperature, int8=int8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 1
     options.inter_op_num_threads = 1
@@ -124,11 +160,26 @@ def reference(model: nn.Module, temperature: float) -> Predict:
     return predict
 
 
+def agrees(got: np.ndarray, want: np.ndarray, tolerance: float = PROBE_TOLERANCE) -> bool:
+    """Same shape, same predicted digit for every row, and no probability further than `tolerance`."""
+    return (
+        got.shape == want.shape
+        and got.ndim == 2
+        and got.shape[1] == NUM_CLASSES
+        and np.array_equal(got.argmax(1), want.argmax(1))
+        and float(np.abs(got - want).max()) <= tolerance
+    )
+
+
 def build(
     kind: str, model: nn.Module, temperature: float, threads: int | None, int8: bool = False, check: bool = True
 ) -> Predict | None:
     """The runtime `kind` ("onnx" or "aoti") checked against eager on a probe, or None (logged).
-    `check=False` skips the comparison (benchmarks measuring int8, which is not meant to be exact)."""
+
+    int8 is never exact (probabilities move by up to ~0.25 on MNIST test, a few predictions
+    change), so it is only asked to give probabilities; choosing it is choosing that. `check=False`
+    skips the comparison altogether (benchmarks)."""
+    probe = _example(64).numpy()
     try:
         if kind == "onnx":
             predict = onnx_session(model, temperature, threads, int8=int8)
@@ -136,15 +187,19 @@ def build(
             predict = aoti_package(model, temperature, threads)
         else:
             raise ValueError(f"unknown runtime {kind!r}")
-        if not check:
-            return predict
-        probe = _example(64).numpy()
-        got, want = predict(probe), reference(model, temperature)(probe)
+        got = predict(probe)
+        want = reference(model, temperature)(probe)
     except Exception as exc:  # a missing package or compiler, an operator the exporter cannot take
-        log.warning("runtime %s unavailable, falling back to eager: %s", kind, exc)
+        log.warning("runtime %s unavailable, falling back: %s", kind, exc)
         return None
-    diff = float(np.abs(got - want).max()) if got.shape == want.shape == (len(probe), NUM_CLASSES) else float("inf")
-    if diff > PROBE_TOLERANCE or not np.array_equal(got.argmax(1), want.argmax(1)):
-        log.warning("runtime %s differs from eager on the probe (max |dp| %.2g): falling back to eager", kind, diff)
+    if not check:
+        return predict
+    if int8:
+        ok = got.shape == want.shape and bool(np.all(np.abs(got.sum(1) - 1) < 1e-3))
+    else:
+        ok = agrees(got, want)
+    if not ok:
+        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        log.warning("runtime %s differs from eager on the probe (max |dp| %.2g): falling back", kind, diff)
         return None
     return predict
