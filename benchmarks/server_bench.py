@@ -20,6 +20,7 @@ import contextlib
 import gc
 import json
 import os
+import shlex
 import sys
 import time
 import urllib.request
@@ -215,13 +216,17 @@ async def measured(server: ServerProcess, name: str, method: str, requests: list
     return run
 
 
-def model_ceiling(model: Path, device: str, graph: bool, batch: int = 256, seconds: float = 2.0) -> tuple[float, int]:
-    """In-process images/s of the bare model at batch 256, in the server's runtime (TorchScript
-    unless --eager): the best over torch thread counts."""
+def model_ceiling(
+    model: Path, device: str, runtime: str, batch: int = 256, seconds: float = 2.0
+) -> tuple[float, int]:
+    """In-process images/s of the bare model at batch 256, in the server's runtime: the best over
+    torch thread counts."""
     pixels = bytes(np.random.default_rng(0).integers(0, 256, 784 * batch, dtype=np.uint8))
     best = (0.0, 0)
     for threads in sorted({1, os.cpu_count() or 1}):
-        runner = ModelRunner(model, device, threads=threads, graph=graph)
+        runner = ModelRunner(
+            model, device, threads=threads, graph=runtime == "torchscript", runtime=runtime if "onnx" in runtime else ""
+        )
         runner.predict(pixels, batch)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -295,8 +300,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         common += ["--workers", str(args.workers)]
     if args.torch_threads:
         common += ["--torch-threads", str(args.torch_threads)]
-    if args.eager:
-        common += ["--eager"]
+    common += ["--runtime", "eager" if args.eager else args.runtime]
     # The load generator is Python too: a full collection over torch's objects stalled all 64
     # callers for ~50 ms at a time, which showed up as the servers' p99. Freeze what exists now.
     gc.freeze()
@@ -318,7 +322,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         # Interleaved rounds: load from other processes drifts, and it then hits every run alike.
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}: model ceiling, Ping, batched, unbatched, stream ...", flush=True)
-            ceilings.append(model_ceiling(args.model, args.device, graph=not args.eager))
+            ceilings.append(model_ceiling(args.model, args.device, "eager" if args.eager else args.runtime))
             rd = {
                 "ping": await measured(on, f"no-op Ping, {args.clients} clients", "Ping", [digits_pb2.PingRequest()],
                                        args.clients, args.duration),
@@ -434,10 +438,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="server preprocessing workers (default: all cores)")
     p.add_argument("--torch-threads", type=int, default=None, help="server --torch-threads (default: its own)")
     p.add_argument("--eager", action="store_true", help="servers and ceiling run the model eagerly (server --eager)")
+    p.add_argument("--runtime", default="onnx", help="server --runtime, also used by the model ceiling")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ceiling/Ping/batched/unbatched")
     p.add_argument("--stream-clients", type=int, default=4, help="concurrent PredictStream calls")
-    p.add_argument("--variant-args", nargs="*", default=[], help="server flags of a third batched server, measured "
-                   "in every round beside the others (e.g. --max-batch-delay-ms 4)")  # fmt: skip
+    p.add_argument(
+        "--variant-args",
+        type=shlex.split,
+        default=[],
+        help="server flags of a third batched server, measured in every round beside the others, in one string: "
+        "--variant-args='--runtime eager'",
+    )
     p.add_argument("--variant-env", nargs="*", default=[], metavar="NAME=VALUE", help="environment of that server")
     p.add_argument("--skip-exact", action="store_true", help="skip the 10,000-image exactness check")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
