@@ -45,6 +45,7 @@ class ModelRunner:
         if runtime in ("onnx", "onnx-int8") and self.device.type == "cpu":
             from server.runtimes import build
 
+            threads = torch.get_num_threads()  # the intra-op threads chosen above
             self._compiled = build("onnx", self.model, self.temperature, threads, int8=runtime == "onnx-int8")
         if self._compiled is not None:
             self.runtime = runtime
