@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=("onnx", "onnx-int8", "torchscript", "eager"),
         default="onnx",
-        help="how the model runs on CPU: ONNX Runtime (exported at first start, cached; answers within 1e-5 of "
-        "eager, else eager is used), int8 ONNX (faster, not exact: off unless asked), TorchScript (deprecated "
-        "upstream), or eager PyTorch",
+        help="how the model runs on CPU: ONNX Runtime (exported at first start and cached; used only if it matches "
+        "eager on a probe batch, else eager runs), int8 ONNX (not exact and not faster here: only if asked), "
+        "TorchScript (deprecated upstream), or eager PyTorch",
     )
     p.add_argument("--eager", action="store_true", help="same as --runtime eager")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU intra-op threads (default: cores - 1)")
