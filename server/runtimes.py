@@ -203,3 +203,23 @@ def build(
         log.warning("runtime %s differs from eager on the probe (max |dp| %.2g): falling back", kind, diff)
         return None
     return predict
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m server.runtimes [--model PATH]`: export the ONNX model into the cache now (a Docker
+    build does this, so containers start without the 5-20 s export)."""
+    import argparse
+
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+
+    p = argparse.ArgumentParser(prog="python -m server.runtimes", description=main.__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint (default: the shipped one)")
+    args = p.parse_args(argv)
+    loaded = load_checkpoint(args.model)
+    export_onnx(loaded.model.eval(), float(loaded.temperature))
+    print(f"exported {loaded.version} into {cache_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
