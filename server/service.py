@@ -131,7 +131,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     async def _predict(self, request: digits_pb2.PredictRequest, context: grpc.aio.ServicerContext):
         # The hot path of the busiest RPC: pixels are checked inline (no coroutine for `_pixels`),
         # and the batcher's failures are caught by a plain `except` (no context-manager generator):
-        # together about a third of this servicer's own time per call.
+        # together 2-3 us of the servicer's ~19 us per call (gRPC's own per-call work is ~15x that).
         batcher = self._ready_batcher()
         if request.WhichOneof("input") == "pixels":
             pixels = _checked_pixels(request.pixels)
