@@ -15,8 +15,10 @@ from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, rich_status
 
 from model.shape import PIXELS_LEN
+from server import feedback_service
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from server.failures import RequestFailed
+from server.feedback_store import FeedbackStore
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
 from server.preprocess_pool import PreprocessPool
@@ -80,9 +82,16 @@ def _item_failure(exc: BaseException) -> tuple[str, str] | None:
 
 
 class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
-    def __init__(self, metrics: Metrics, preprocessor: PreprocessPool, stream_window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        preprocessor: PreprocessPool,
+        feedback_store: FeedbackStore | None = None,
+        stream_window: int = DEFAULT_WINDOW,
+    ) -> None:
         self.metrics = metrics
         self.preprocessor = preprocessor
+        self.feedback_store = feedback_store  # None: Feedback/Forget answer FAILED_PRECONDITION
         self.stream_window = stream_window  # unanswered items one PredictStream may hold (see server/stream.py)
         self.batcher: Batcher | None = None  # set once the model is loaded and warm
         self.model_version = ""
@@ -96,6 +105,18 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
 
     async def PredictBatch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         return await self._serve("PredictBatch", self._predict_batch, request, context)
+
+    async def Feedback(self, request: digits_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Feedback", self._feedback, request, context)
+
+    async def Forget(self, request: digits_pb2.ForgetRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Forget", self._forget, request, context)
+
+    async def _feedback(self, request: digits_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
+        return await feedback_service.feedback(self.feedback_store, request)
+
+    async def _forget(self, request: digits_pb2.ForgetRequest, context: grpc.aio.ServicerContext):
+        return await feedback_service.forget(self.feedback_store, request)
 
     async def PredictStream(self, request_iterator, context: grpc.aio.ServicerContext):
         return await self._serve("PredictStream", self._predict_stream, request_iterator, context)
