@@ -1,4 +1,4 @@
-"""Model runtimes side by side: images/s at batch 1, 32 and 256, and agreement with eager on the
+"""Model runtimes side by side: images/s at batch 1, 32, 64 and 256, and agreement with eager on the
 whole MNIST test set.
 
     python benchmarks/runtime_bench.py [--runtimes eager torchscript onnx aoti onnx-int8] [--seconds 1.5]
@@ -25,7 +25,7 @@ from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from server import runtimes
 from training.data import load_split
 
-BATCHES = (1, 32, 256)
+BATCHES = (1, 32, 64, 256)  # 64: the server's default --max-batch-size
 
 
 def torchscript(model, temperature: float) -> runtimes.Predict:
