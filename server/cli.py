@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("onnx", "onnx-int8", "torchscript", "eager"),
         default="onnx",
         help="how the model runs on CPU: ONNX Runtime (exported at first start and cached; used only if it matches "
-        "eager on a probe batch, else eager runs), int8 ONNX (not exact and not faster here: only if asked), "
+        "eager on a probe batch, else eager runs), int8 ONNX (faster in some runs, not exact: only if asked), "
         "TorchScript (deprecated upstream), or eager PyTorch",
     )
     p.add_argument("--eager", action="store_true", help="same as --runtime eager")
