@@ -70,7 +70,7 @@ class Bot:
         except asyncio.CancelledError:
             pass
         await self.client.close()
-        self.feedback.close()
+        await self.feedback.aclose()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
