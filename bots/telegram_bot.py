@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import html
 import logging
 import os
@@ -168,13 +167,12 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str | None) ->
 
 
 def format_html(answer: Answer, tr: Translate | None = None) -> str:
-    """Telegram-flavoured reply: the digits in bold, the hint in italics; other outcomes as plain text."""
+    """Telegram-flavoured reply: replies.digit_text's wording with the digits in bold and the hint in italics;
+    other outcomes as (escaped) plain text."""
     tr = tr or translator(None)
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
-        return html.escape(plain_text(answer, WORDING, tr), quote=False)
-    text = digit_text(dataclasses.replace(answer, hint=None), lambda m: html.escape(tr(m), quote=False),
-                      digit_format="<b>{}</b>")
-    return f"{text}\n<i>{html.escape(tr(answer.hint), quote=False)}</i>" if answer.hint else text
+        return replies.HTML.escape(plain_text(answer, WORDING, tr))
+    return digit_text(answer, tr, replies.HTML)
 
 
 def feedback_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
