@@ -57,7 +57,8 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     """Any Pillow mode -> float32 luminance 0..255; transparency goes onto a contrasting background."""
     mode = img.mode
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        a = np.asarray(img, dtype=np.float32)
+        # A float TIFF can hold NaN and infinities: no ink there, and no NaN downstream.
+        a = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         hi = float(a.max()) if a.size else 0.0
         if mode.startswith("I;16") or hi > 255.0:
             a = a * (255.0 / (65535.0 if hi <= 65535.0 else hi))

@@ -133,10 +133,18 @@ class PreprocessPool:
         cost = self.cost(data)
         self._admit((cost,))
         try:
-            return await self._decode(data, cost)
+            result = await self._decode(data, cost)
         finally:
             self.pending -= 1
             self.pending_bytes -= cost
+        if isinstance(result, RequestFailed):
+            try:
+                raise result
+            finally:
+                # Its traceback holds this frame: without this, frame -> result -> traceback -> frame
+                # would be a cycle that keeps the image bytes until the next full garbage collection.
+                del result, data
+        return result
 
     async def decode_many(self, images: Sequence[bytes]) -> list[bytes | RequestFailed]:
         """Each image's 784 bytes or its failure, in order. Raises RequestFailed (BATCH_TOO_LARGE,
@@ -144,32 +152,24 @@ class PreprocessPool:
         costs = [self.cost(data) for data in images]
         self._admit(costs)
         try:
-            results = await asyncio.gather(
-                *(self._decode(data, cost) for data, cost in zip(images, costs, strict=True)), return_exceptions=True
-            )
+            return await asyncio.gather(*(self._decode(data, cost) for data, cost in zip(images, costs, strict=True)))
         finally:
             self.pending -= len(costs)
             self.pending_bytes -= sum(costs)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, RequestFailed):
-                raise result
-        return results
 
-    async def _decode(self, data: bytes, cost: int) -> bytes:
+    async def _decode(self, data: bytes, cost: int) -> bytes | RequestFailed:
+        """The pixels or the failure, returned (never raised: per-item failures carry no traceback)."""
         pool = self._pool
         try:
-            result = await asyncio.get_running_loop().run_in_executor(pool, _work, data, self.max_pixels, cost)
+            return await asyncio.get_running_loop().run_in_executor(pool, _work, data, self.max_pixels, cost)
         except BrokenProcessPool:
             # A worker died (killed for memory, by an operator, a crash in a decoder): our failure,
             # not the caller's. Every image in flight learns it; the first to notice replaces the pool.
             if pool is self._pool:
                 self._replace(pool)
-            raise RequestFailed(
+            return RequestFailed(
                 Reason.UNAVAILABLE, "an image preprocessing worker crashed; try again (it has been replaced)"
-            ) from None
-        if isinstance(result, RequestFailed):
-            raise result
-        return result
+            )
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
         codes = [p.exitcode for p in (getattr(pool, "_processes", None) or {}).values() if p.exitcode]
