@@ -95,6 +95,7 @@ class PreprocessPool:
         self.pending = 0
         self.pending_bytes = 0
         self._on_crash = on_crash
+        self._warming: asyncio.Task | None = None  # a replacement pool starting its workers
         # forkserver: never fork a process that already runs gRPC and torch threads.
         self._context = multiprocessing.get_context("forkserver")
         self._pool = self._new_pool()
@@ -179,6 +180,9 @@ class PreprocessPool:
             self._on_crash()
         pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+        self._warming = asyncio.get_running_loop().create_task(self.warm_up())  # start its workers now
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
