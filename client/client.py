@@ -264,19 +264,3 @@ class DigitsClient:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
-
-
-__all__ = [
-    "BadPixels",
-    "BadRequest",
-    "DigitsClient",
-    "DigitsError",
-    "ImageTooLarge",
-    "InvalidInput",
-    "NoDigitFound",
-    "Overloaded",
-    "Prediction",
-    "ServerUnavailable",
-    "Unauthenticated",
-    "UnreadableImage",
-]
