@@ -139,7 +139,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             message = f"{len(items)} items in one call; this server takes at most {batcher.max_queue}"
             raise RequestFailed(Reason.BATCH_TOO_LARGE, message)
         if batcher.depth + len(items) > batcher.max_queue:  # refused before any decoding
-            raise RequestFailed(Reason.QUEUE_FULL, f"the server is busy ({batcher.depth} requests waiting)")
+            message = f"the server is busy ({batcher.depth} requests waiting); try again shortly"
+            raise RequestFailed(Reason.QUEUE_FULL, message)
         # Each item: its 784 pixels, or the failure Predict would have given it. Encoded images are
         # admitted to the pool all together (or the call is refused before any is decoded).
         outcomes: list[bytes | RequestFailed | None] = [None] * len(items)
@@ -148,7 +149,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             try:
                 outcomes[i] = _unencoded(item)
             except RequestFailed as failure:
-                outcomes[i] = failure
+                outcomes[i] = failure.with_traceback(None)  # kept: its traceback would keep this frame (and request)
             if outcomes[i] is None:
                 encoded.append(i)
         if encoded:
