@@ -36,7 +36,7 @@ from digits.v1.errors import error_info
 
 from client import DigitsClient
 from testkit import proctree
-from testkit.hostile import bomb_png, in_mode, many_frames_gif, sixteen_bit_png
+from testkit.hostile import bomb_png, every_mode_at, in_mode, many_frames_gif, sixteen_bit_png
 from testkit.server_process import REPO_ROOT, ServerProcess, health_status
 
 MB = 2**20
@@ -161,6 +161,8 @@ async def bench(args: argparse.Namespace) -> int:
             results.append(await run_case(server, "normal 640x480 JPEG photo", one(photo)))
             results.append(await run_case(server, "16-bit PNG 6000x6600 (I;16)", one(png16)))
             results.append(await run_case(server, "two 16-bit PNGs at once", one(png16, 2)))
+            for kind, data in every_mode_at().items():
+                results.append(await run_case(server, f"6000x6600 {kind}", one(data)))
             results.append(await run_case(server, "decompression bomb 20000x20000 PNG", one(bomb)))
             results.append(await run_case(server, "GIF with 10,000 frames", one(gif)))
 

@@ -75,3 +75,25 @@ def bomb_png(side: int = 20_000) -> bytes:
     """A 1-bit PNG of side x side pixels (far over the pixel limit), about 50 KB on disk."""
     row = bytes((side + 7) // 8)
     return png_raw(side, side, 1, 0, (row for _ in range(side)))
+
+
+def every_mode_at(size: tuple[int, int] = (6000, 6600)) -> dict[str, bytes]:
+    """The same digit, `size` pixels (the default is just under the server's 40 MP limit), in the
+    modes and bit depths that decode to the most memory: 16-bit RGBA, 32-bit float, CMYK, 1-bit, RGB."""
+    w, h = size
+    a = np.asarray(_digit_canvas(size))
+    rgba16 = np.repeat(a[:, :, None], 4, 2).astype(np.uint16) * 257
+    rgba16[..., 3] = 65535
+    out = {
+        "PNG RGB": png_raw(w, h, 8, 2, (row.tobytes() for row in np.repeat(a[:, :, None], 3, 2))),
+        "PNG RGBA 16-bit": png_raw(w, h, 16, 6, (row.astype(">u2").tobytes() for row in rgba16)),
+        "PNG 1-bit": png_raw(w, h, 1, 0, (row.tobytes() for row in np.packbits(a >= 128, axis=1))),
+    }
+    for name, img in (
+        ("TIFF 32-bit float", Image.fromarray(a.astype(np.float32) / 255, "F")),
+        ("TIFF CMYK", Image.fromarray(a).convert("CMYK")),
+    ):
+        buf = io.BytesIO()
+        img.save(buf, "TIFF", compression="tiff_adobe_deflate")
+        out[name] = buf.getvalue()
+    return out
