@@ -45,6 +45,12 @@ class InferenceUnavailable(BatchFailed):
     """The model process could not answer (it failed to start, or died mid-batch)."""
 
 
+class ModelProcessLost(InferenceUnavailable):
+    """The child died or hung during this batch; the one log line about it is already written."""
+
+    reported = True
+
+
 def _child(conn: Connection, settings: ModelSettings) -> None:
     """Load, warm up, report, then answer batches until the parent closes the pipe."""
     # Ctrl-C reaches the whole process group; the parent decides when the model stops.
@@ -155,7 +161,7 @@ class InferenceProcess:
                 conn.send_bytes(pixels)
                 if not conn.poll(self._batch_timeout):
                     self._lost(f"gave no answer within {self._batch_timeout:g} s", grace=0.0)
-                    raise InferenceUnavailable(
+                    raise ModelProcessLost(
                         f"the model process gave no answer within {self._batch_timeout:g} s; it was stopped "
                         "and is being replaced"
                     )
@@ -167,7 +173,7 @@ class InferenceProcess:
                 code = proc.exitcode if proc is not None else None
                 how = "unknown cause" if code is None else f"exit code {code}" if code >= 0 else f"signal {-code}"
                 self._lost(f"died ({how})")
-                raise InferenceUnavailable(f"the model process died ({how}); it is being replaced") from exc
+                raise ModelProcessLost(f"the model process died ({how}); it is being replaced") from exc
         return decode_reply(reply, n)
 
     def _lost(self, what: str, grace: float = 1.0) -> None:
@@ -192,7 +198,7 @@ class InferenceProcess:
 
     def _restart_locked(self) -> None:
         """Start a replacement child (under the lock); a start that fails is fatal."""
-        log.warning("restarting the model process")
+        log.info("restarting the model process")
         try:
             self.info = self._start()
         except InferenceUnavailable as exc:
@@ -202,7 +208,7 @@ class InferenceProcess:
             if self._on_fatal is not None:
                 self._on_fatal(self._fatal)
             raise InferenceUnavailable(self._fatal) from None
-        log.warning("model process restarted (pid %s)", self.pid)
+        log.info("model process restarted (pid %s)", self.pid)
         if self._on_restart is not None:
             self._on_restart()
         if self._on_health is not None:

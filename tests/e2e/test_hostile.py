@@ -193,6 +193,7 @@ async def test_a_killed_worker_is_unavailable_then_retried(server, digit_samples
 async def test_a_stopped_model_turns_health_not_serving_then_serving_again(server):
     hung = model_pid(server)
     crashes = scrape(server, "digits_process_crashes_total", '{process="model"}')
+    log_before = server.log()
     os.kill(hung, signal.SIGSTOP)
     try:
         async with DigitsClient(server.target, timeout=60, retries=0) as client:
@@ -208,7 +209,9 @@ async def test_a_stopped_model_turns_health_not_serving_then_serving_again(serve
     finally:
         if proctree.state(hung) != "gone":
             os.kill(hung, signal.SIGCONT)
-    assert "gave no answer within 2 s" in server.log()
+    new = server.log()[len(log_before) :]
+    errors = [line for line in new.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "gave no answer within 2 s" in errors[0], new  # one line per crash
     assert scrape(server, "digits_process_crashes_total", '{process="model"}') == crashes + 1
 
 
