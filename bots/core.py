@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from bots.answer import Answer, Outcome
+from bots.chatstate import ChatState, MemoryChatState
 from bots.config import CoreConfig
 from bots.ratelimit import InMemoryRateLimiter, RateLimiter
 from bots.replies import HELP_TEXT, LOW_CONFIDENCE_HINT
@@ -189,11 +190,12 @@ class Recognizer:
         """The facts of a prediction; below `low_confidence` they include the runner-up and a hint."""
         digit, conf = int(prediction.digit), float(prediction.confidence)
         png = seen_png(prediction.pixels)
+        seen = {"seen_png": png, "pixels": prediction.pixels, "model_version": prediction.model_version}
         if conf >= self.low_confidence:
-            return Answer(Outcome.DIGIT, digit=digit, confidence=conf, seen_png=png)
+            return Answer(Outcome.DIGIT, digit=digit, confidence=conf, **seen)
         other, other_conf = prediction.runner_up
         return Answer(Outcome.DIGIT, digit=digit, confidence=conf, runner_up=(int(other), float(other_conf)),
-                      hint=LOW_CONFIDENCE_HINT, seen_png=png)
+                      hint=LOW_CONFIDENCE_HINT, **seen)
 
     async def close(self) -> None:
         """Close the gRPC client and the limiter's connections."""
@@ -207,8 +209,21 @@ def make_client(config: CoreConfig) -> DigitsClient:
 
 
 def make_limiter(config: CoreConfig) -> RateLimiter:
-    """Shared through Redis when DIGITS_REDIS_URL is set, else kept in this process."""
+    """Shared through Redis when DIGITS_REDIS_URL is set (across replicas), else kept in this process."""
+    if config.redis_url:
+        from bots.redis_store import RedisRateLimiter, connect
+
+        return RedisRateLimiter(connect(config.redis_url), config.rate, config.per_seconds)
     return InMemoryRateLimiter(config.rate, config.per_seconds)
+
+
+def make_chat_state(config: CoreConfig) -> ChatState:
+    """Per-chat switches and once-per-period notices: in Redis with DIGITS_REDIS_URL, else in this process."""
+    if config.redis_url:
+        from bots.redis_store import RedisChatState, connect
+
+        return RedisChatState(connect(config.redis_url))
+    return MemoryChatState()
 
 
 def make_recognizer(config: CoreConfig, client: DigitsClient | None = None) -> Recognizer:

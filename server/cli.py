@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drain-delay", type=float, default=0.25, help="seconds health shows NOT_SERVING before the port closes"
     )
+    p.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=None,
+        help="SQLite file that keeps users' corrections (Feedback/Forget RPCs); without it Feedback is refused",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.add_argument(
         "--model-timeout",
@@ -133,6 +139,16 @@ async def serve(args: argparse.Namespace) -> int:
         fatal.append(reason)
         loop.call_soon_threadsafe(stop.set)
 
+    feedback_store = None
+    if args.feedback_db is not None:
+        from server.feedback_store import FeedbackStore
+
+        try:
+            feedback_store = FeedbackStore(args.feedback_db)
+        except Exception as exc:  # unwritable folder, not a database...: one clear line
+            log.error("cannot open the feedback store %s: %s", args.feedback_db, exc)
+            return 2
+        log.info("feedback store: %s (%d records)", feedback_store.path.resolve(), feedback_store.count())
     pool = PreprocessPool(
         args.workers,
         max_pixels=args.max_pixels,
@@ -140,7 +156,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_pending_bytes=int(args.max_decode_mb * 2**20),
         on_crash=metrics.crashes.labels("preprocessing").inc,
     )
-    service = DigitClassifierService(metrics, pool)
+    service = DigitClassifierService(metrics, pool, feedback_store)
     health = HealthServicer()
     token = os.environ.get(TOKEN_ENV) or None
     max_message = int(args.max_message_mb * 1024 * 1024)
@@ -254,6 +270,8 @@ async def serve(args: argparse.Namespace) -> int:
     await batcher.close()
     runner.close()
     pool.close()
+    if feedback_store is not None:
+        feedback_store.close()
     if fatal:
         log.error("stopped: the model could not be restarted (exit code 1, for a supervisor to start afresh)")
         return 1

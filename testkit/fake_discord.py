@@ -30,6 +30,8 @@ CLOSE_DISALLOWED_INTENTS = 4014
 
 # Interaction types and callback types.
 INTERACTION_APPLICATION_COMMAND = 2
+INTERACTION_MESSAGE_COMPONENT = 3
+CALLBACK_UPDATE_MESSAGE = 7
 CALLBACK_CHANNEL_MESSAGE = 4
 CALLBACK_DEFERRED_CHANNEL_MESSAGE = 5
 EPHEMERAL_FLAG = 1 << 6
@@ -44,6 +46,16 @@ class Sent:
     payload: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
+    message: dict[str, Any] | None = None  # the message as the fake created it (for button clicks on it)
+
+    @property
+    def components(self) -> list[dict[str, Any]]:
+        data = self.payload.get("data", self.payload) if self.kind == "callback" else self.payload
+        return data.get("components") or []
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [c["custom_id"] for row in self.components for c in row.get("components", []) if "custom_id" in c]
 
     @property
     def content(self) -> str:
@@ -109,7 +121,7 @@ class FakeDiscord:
         self._attachments: dict[str, tuple[bytes, str]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._ready_sockets: list[web.WebSocketResponse] = []
-        self._seq = 0
+        self.dispatched: list[tuple[tuple[int, int], str]] = []  # (shard, event) of every dispatch, in order
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -238,6 +250,8 @@ class FakeDiscord:
     async def _dispatch_message(self, data: dict[str, Any]) -> None:
         dm = "guild_id" not in data
         for ws in list(self._ready_sockets):
+            if not self._owns(ws, data.get("guild_id")):
+                continue
             intents = getattr(ws, "intents", 0)
             if not intents & (INTENT_DIRECT_MESSAGES if dm else INTENT_GUILD_MESSAGES):
                 continue
@@ -248,16 +262,17 @@ class FakeDiscord:
             await self._dispatch(ws, "MESSAGE_CREATE", visible)
 
     def _interaction(self, data: dict[str, Any], *, dm: bool = False,
-                     user: dict[str, Any] | None = None) -> dict[str, Any]:
+                     user: dict[str, Any] | None = None, locale: str = "en-US",
+                     kind: int = INTERACTION_APPLICATION_COMMAND) -> dict[str, Any]:
         user = user or self.user
         interaction: dict[str, Any] = {
             "id": str(self.new_id()),
             "application_id": str(self.application_id),
-            "type": INTERACTION_APPLICATION_COMMAND,
+            "type": kind,
             "data": data,
             "token": f"interaction-token-{self.new_id()}",
             "version": 1,
-            "locale": "en-US",
+            "locale": locale,
             "app_permissions": "2248473465835073",
             "attachment_size_limit": 10 * 1024 * 1024,
             "entitlements": [],
@@ -285,18 +300,18 @@ class FakeDiscord:
                     return command
         raise AssertionError(f"command {name!r} (type {command_type}) was never synced")
 
-    async def invoke_slash(self, name: str, attachment: dict[str, Any], option: str = "image", *,
-                           dm: bool = False, user: dict[str, Any] | None = None) -> str:
-        """A user runs `/name option:<attachment>`; returns the interaction token to await the reply."""
+    async def invoke_slash(self, name: str, attachment: dict[str, Any] | None = None, option: str = "image", *,
+                           dm: bool = False, user: dict[str, Any] | None = None, locale: str = "en-US") -> str:
+        """A user runs `/name option:<attachment>` (or `/name` with no attachment); returns the interaction
+        token to await the reply."""
         command = self._command(name, 1)
-        data = {
-            "id": command["id"], "name": name, "type": 1,
-            "options": [{"name": option, "type": 11, "value": attachment["id"]}],
-            "resolved": {"attachments": {attachment["id"]: attachment}},
-        }
+        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1}
+        if attachment is not None:
+            data["options"] = [{"name": option, "type": 11, "value": attachment["id"]}]
+            data["resolved"] = {"attachments": {attachment["id"]: attachment}}
         if not dm and command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        interaction = self._interaction(data, dm=dm, user=user)
+        interaction = self._interaction(data, dm=dm, user=user, locale=locale)
         await self._dispatch_all("INTERACTION_CREATE", interaction)
         return interaction["token"]
 
@@ -309,6 +324,16 @@ class FakeDiscord:
             "resolved": {"messages": {message["id"]: message}},
         }
         interaction = self._interaction(data, dm="guild_id" not in message, user=user)
+        await self._dispatch_all("INTERACTION_CREATE", interaction)
+        return interaction["token"]
+
+    async def click(self, message: dict[str, Any], custom_id: str, *, user: dict[str, Any] | None = None,
+                    locale: str = "en-US", dm: bool = False) -> str:
+        """A user clicks the button `custom_id` on `message` (a message the bot sent, as returned by the
+        fake: see `Sent.message`); returns the interaction token to await the answer."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        interaction = self._interaction(data, dm=dm, user=user, locale=locale, kind=INTERACTION_MESSAGE_COMPONENT)
+        interaction["message"] = message
         await self._dispatch_all("INTERACTION_CREATE", interaction)
         return interaction["token"]
 
@@ -369,19 +394,23 @@ class FakeDiscord:
             await ws.close(code=CLOSE_DISALLOWED_INTENTS, message=b"Disallowed intent(s).")
             return
         ws.intents = intents  # type: ignore[attr-defined]
-        self._seq = 0
+        ws.shard = tuple(data.get("shard") or (0, 1))  # type: ignore[attr-defined]
+        ws.seq = 0  # type: ignore[attr-defined]
+        owns_guild = self._owns(ws, str(self.guild_id))
         ready = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owns_guild else [],
             "session_id": f"session-{self.new_id()}",
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
         }
+        if data.get("shard"):
+            ready["shard"] = list(ws.shard)  # type: ignore[attr-defined]
         await self._dispatch(ws, "READY", ready)
-        if intents & INTENT_GUILDS:
+        if intents & INTENT_GUILDS and owns_guild:
             await self._dispatch(ws, "GUILD_CREATE", self._guild())
         self._ready_sockets.append(ws)
 
@@ -400,14 +429,28 @@ class FakeDiscord:
             "guild_scheduled_events": [], "joined_at": "2025-01-01T00:00:00+00:00",
         }
 
+    @staticmethod
+    def _owns(ws: web.WebSocketResponse, guild_id: str | None) -> bool:
+        """Discord's routing: a guild's events go to shard (guild_id >> 22) % shard_count, DMs to shard 0."""
+        shard_id, count = getattr(ws, "shard", (0, 1))
+        return (int(guild_id) >> 22) % count == shard_id if guild_id else shard_id == 0
+
+    @property
+    def ready_shards(self) -> list[tuple[int, int]]:
+        """(shard_id, shard_count) of each identified gateway session."""
+        return [getattr(ws, "shard", (0, 1)) for ws in self._ready_sockets]
+
     async def _dispatch(self, ws: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        await ws.send_json({"op": OP_DISPATCH, "t": event, "s": self._seq, "d": data})
+        ws.seq = getattr(ws, "seq", 0) + 1  # type: ignore[attr-defined]
+        self.dispatched.append((getattr(ws, "shard", (0, 1)), event))
+        await ws.send_json({"op": OP_DISPATCH, "t": event, "s": ws.seq, "d": data})  # type: ignore[attr-defined]
 
     async def _dispatch_all(self, event: str, data: dict[str, Any]) -> None:
-        if not self._ready_sockets:
+        """Send an event to the session(s) that own it: the guild's shard, or shard 0 for DMs."""
+        targets = [ws for ws in self._ready_sockets if self._owns(ws, data.get("guild_id"))]
+        if not targets:
             raise AssertionError("no bot is connected to the fake gateway")
-        for ws in list(self._ready_sockets):
+        for ws in targets:
             await self._dispatch(ws, event, data)
 
     async def disconnect_all(self, code: int = 4000) -> None:
@@ -448,7 +491,7 @@ class FakeDiscord:
             "content": payload.get("content") or "", "timestamp": "2026-01-01T00:00:00.000000+00:00",
             "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
             "attachments": attachments, "embeds": payload.get("embeds") or [], "pinned": False, "type": 0,
-            "flags": payload.get("flags") or 0,
+            "flags": payload.get("flags") or 0, "components": payload.get("components") or [],
         }
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
@@ -496,7 +539,7 @@ class FakeDiscord:
                 "response_message_ephemeral": bool(int((payload.get("data") or {}).get("flags") or 0)
                                                    & EPHEMERAL_FLAG),
             }, "resource": {"type": payload.get("type")}}
-            if payload.get("type") == CALLBACK_CHANNEL_MESSAGE:
+            if payload.get("type") in (CALLBACK_CHANNEL_MESSAGE, CALLBACK_UPDATE_MESSAGE):
                 response["resource"]["message"] = self._message_payload(str(self.channel_id),
                                                                         payload.get("data") or {}, files)
             return _json(response)
@@ -504,13 +547,15 @@ class FakeDiscord:
             token = parts[2]
             payload, files = await self._read_body(request)
             kind = "followup" if method == "POST" else "edit"
-            self.sent.append(Sent(kind, token, payload, files))
-            return _json(self._message_payload(str(self.channel_id), payload, files))
+            created = self._message_payload(str(self.channel_id), payload, files)
+            self.sent.append(Sent(kind, token, payload, files, message=created))
+            return _json(created)
         if method == "POST" and parts[0] == "channels" and parts[-1] == "messages":
             payload, files = await self._read_body(request)
             reference = (payload.get("message_reference") or {}).get("message_id")
-            self.sent.append(Sent("message", str(reference or parts[1]), payload, files))
-            return _json(self._message_payload(parts[1], payload, files))
+            created = self._message_payload(parts[1], payload, files)
+            self.sent.append(Sent("message", str(reference or parts[1]), payload, files, message=created))
+            return _json(created)
         if method == "POST" and parts[0] == "channels" and parts[-1] == "typing":
             return web.Response(status=204)
         if method == "POST" and path == "/users/@me/channels":
