@@ -39,6 +39,12 @@ class Metrics:
         self.model_restarts = Counter(
             "digits_model_restarts", "Model processes started to replace one that died or hung", registry=self.registry
         )
+        self.crashes = Counter(
+            "digits_process_crashes",
+            "Helper processes that died or hung, by process (preprocessing worker, model)",
+            ["process"],
+            registry=self.registry,
+        )
         self.stream_items = Counter(
             "digits_stream_items",
             "PredictStream items answered, by outcome (OK or the error reason)",

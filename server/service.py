@@ -23,6 +23,7 @@ from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
 from server.preprocess_pool import PreprocessPool
 from server.stream import DEFAULT_WINDOW, StreamSession
+from server.wire import BadRequestLog, Malformed
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,16 @@ def _batcher_failure(exc: BaseException) -> RequestFailed:
     if isinstance(exc, BatcherClosed):
         return shutting_down()
     return RequestFailed(Reason.UNAVAILABLE, str(exc))  # the model process died; a retry reaches its replacement
+def _unencoded(request: digits_pb2.PredictRequest) -> bytes | None:
+    """The request's checked pixels; None for an image the pool must decode; RequestFailed otherwise."""
+    kind = request.WhichOneof("input")
+    if kind == "pixels":
+        return _checked_pixels(request.pixels)
+    if kind == "image":
+        if not request.image:
+            raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
+        return None
+    raise no_input()
 
 
 @contextlib.contextmanager
@@ -91,6 +102,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     ) -> None:
         self.metrics = metrics
         self.preprocessor = preprocessor
+        self.bad_requests = BadRequestLog()
         self.feedback_store = feedback_store  # None: Feedback/Forget answer FAILED_PRECONDITION
         self.stream_window = stream_window  # unanswered items one PredictStream may hold (see server/stream.py)
         self.batcher: Batcher | None = None  # set once the model is loaded and warm
@@ -126,6 +138,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         start = time.perf_counter()
         code = "OK"
         try:
+            if isinstance(request, Malformed):  # bytes that did not parse (server/wire.py)
+                self.bad_requests.warn(context.peer(), method, request)
+                raise RequestFailed(Reason.BAD_REQUEST, f"the request is not a valid {request.expected}")
             return await handler(request, context)
         except RequestFailed as failure:  # the one place a failure becomes a status
             code = failure.code.name
@@ -172,23 +187,23 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         if len(items) > batcher.max_queue:
             message = f"{len(items)} items in one call; this server takes at most {batcher.max_queue}"
             raise RequestFailed(Reason.BATCH_TOO_LARGE, message)
-        # Each item: its 784 pixels, or the failure Predict would have given it. Pixel items are
-        # checked in place; the rest (images, empty items) go through `_pixels` side by side.
+        if batcher.depth + len(items) > batcher.max_queue:  # refused before any decoding
+            message = f"the server is busy ({batcher.depth} requests waiting); try again shortly"
+            raise RequestFailed(Reason.QUEUE_FULL, message)
+        # Each item: its 784 pixels, or the failure Predict would have given it. Encoded images are
+        # admitted to the pool all together (or the call is refused before any is decoded).
         outcomes: list[bytes | RequestFailed | None] = [None] * len(items)
-        pending: dict[int, asyncio.Future] = {}
+        encoded: list[int] = []
         for i, item in enumerate(items):
-            if item.WhichOneof("input") == "pixels":
-                try:
-                    outcomes[i] = _checked_pixels(item.pixels)
-                except RequestFailed as failure:
-                    outcomes[i] = failure
-            else:
-                pending[i] = asyncio.ensure_future(self._pixels(item))
-        if pending:
-            done = await asyncio.gather(*pending.values(), return_exceptions=True)
-            for i, result in zip(pending, done, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, RequestFailed):
-                    raise result
+            try:
+                outcomes[i] = _unencoded(item)
+            except RequestFailed as failure:
+                outcomes[i] = failure.with_traceback(None)  # kept: its traceback would keep this frame (and request)
+            if outcomes[i] is None:
+                encoded.append(i)
+        if encoded:
+            decoded = await self.preprocessor.decode_many([items[i].image for i in encoded])
+            for i, result in zip(encoded, decoded, strict=True):
                 outcomes[i] = result
         for outcome in outcomes:  # a busy pool concerns the whole call, like a full queue
             if isinstance(outcome, RequestFailed) and not outcome.per_item:
@@ -214,16 +229,17 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             classify=_item_failure,
             window=self.stream_window,
             on_item=self.metrics.stream_item,
+            malformed=lambda request: self._malformed("PredictStream", request, context),
         )
         await session.run()
 
+    def _malformed(self, method: str, request: Malformed, context: grpc.aio.ServicerContext) -> RequestFailed:
+        self.bad_requests.warn(context.peer(), method, request)
+        return RequestFailed(Reason.BAD_REQUEST, f"the request is not a valid {request.expected}")
+
     async def _pixels(self, request: digits_pb2.PredictRequest) -> bytes:
-        kind = request.WhichOneof("input")
-        if kind == "pixels":
-            return _checked_pixels(request.pixels)
-        if kind == "image":
-            return await self._decode(request.image)
-        raise no_input()
+        pixels = _unencoded(request)
+        return await self.preprocessor(request.image) if pixels is None else pixels
 
     def _response(
         self, pixels: bytes, digit: int, confidence: float, probabilities: list[float]
@@ -236,12 +252,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             pixels=pixels,
         )
 
-    async def _decode(self, data: bytes) -> bytes:
-        if not data:
-            raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
-        return await self.preprocessor(data)
-
     async def Ping(self, request: digits_pb2.PingRequest, context: grpc.aio.ServicerContext):
+        if isinstance(request, Malformed):
+            return await self._serve("Ping", None, request, context)
         start = time.perf_counter()
         try:
             return digits_pb2.PingResponse(model_version=self.model_version)

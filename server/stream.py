@@ -48,6 +48,7 @@ class StreamSession:
         classify: Classify,
         window: int = DEFAULT_WINDOW,
         on_item: Callable[[str], None] | None = None,
+        malformed: Callable[[object], Exception] | None = None,
     ) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
@@ -59,6 +60,9 @@ class StreamSession:
         self.classify = classify
         self.window = window
         self.on_item = on_item  # called with "OK" or the item's error reason
+        # A message whose bytes did not parse has no id to answer with: the stream ends with the
+        # exception this returns (server/wire.py hands such messages in as they are).
+        self.malformed = malformed
         self._slots = asyncio.Semaphore(window)
         self._answers: asyncio.Queue[digits_pb2.PredictStreamResponse] = asyncio.Queue()
         self._pending: set[asyncio.Future] = set()  # batcher futures and image tasks not yet answered
@@ -99,6 +103,10 @@ class StreamSession:
             if request is grpc.aio.EOF:
                 self._slots.release()
                 return
+            if not isinstance(request, digits_pb2.PredictStreamRequest):
+                if self.malformed is None:
+                    raise TypeError(f"not a PredictStreamRequest: {type(request).__name__}")
+                raise self.malformed(request)
             self._start(request)
             if self._failed is not None:
                 return
