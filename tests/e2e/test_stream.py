@@ -305,3 +305,22 @@ async def test_digits_predict_works_against_an_older_server(old_server, tmp_path
     assert proc.returncode == 1, (out, err)
     assert f"{path}: UNREADABLE_IMAGE: old server: pixels only" in err.decode()
     assert servicer.batch_calls == 1
+
+
+async def test_a_message_that_does_not_parse_ends_the_stream_with_bad_request(digits_server, mnist_test):
+    """Bytes that are no PredictStreamRequest carry no id to answer with: the stream ends with
+    INVALID_ARGUMENT / BAD_REQUEST (as a unary call with such bytes does), and the server goes on."""
+    from digits.v1.errors import error_info
+
+    async with grpc.aio.insecure_channel(digits_server.target) as channel:
+        raw = channel.stream_stream("/digits.v1.DigitClassifier/PredictStream")  # bytes in, bytes out
+        call = raw(timeout=10)
+        await call.write(b"\xff\xff\xff\xff")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(info.value.trailing_metadata()).reason == "BAD_REQUEST"
+        image = mnist_test.images[0].numpy().tobytes()
+        answers = await collect(digits_pb2_grpc.DigitClassifierStub(channel).PredictStream(
+            iter([request(1, pixels=image)]), timeout=10))  # fmt: skip
+        assert answers[1][0].prediction.pixels == image
