@@ -22,7 +22,7 @@ import time
 import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
 
-from testkit.proc_cpu import cpu_seconds, tree_cpu_seconds
+from testkit.proctree import cpu_seconds, tree_cpu_seconds
 from testkit.server_process import ServerProcess
 from testkit.stats import percentile
 from training.data import load_split

@@ -35,7 +35,7 @@ from digits.v1 import digits_pb2, digits_pb2_grpc
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from server.model_runner import ModelRunner
 from testkit.photos import phone_photo
-from testkit.proc_cpu import cpu_seconds, tree_cpu_seconds
+from testkit.proctree import cpu_seconds, tree_cpu_seconds
 from testkit.server_process import ServerProcess
 from testkit.stats import percentile
 from training.data import load_split
