@@ -8,6 +8,7 @@ contract (`digits.v1`), never on the server's code or on torch.
 
 from client.client import (
     BadPixels,
+    BadRequest,
     DigitRead,
     DigitsClient,
     DigitsError,
@@ -27,6 +28,7 @@ from client.client import (
 
 __all__ = [
     "BadPixels",
+    "BadRequest",
     "DigitRead",
     "DigitsClient",
     "DigitsError",

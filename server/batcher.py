@@ -41,7 +41,10 @@ class BatcherClosed(Exception):
 
 
 class BatchFailed(Exception):
-    """Raised by `run_batch` for a failure its message fully explains (logged without a traceback)."""
+    """Raised by `run_batch` for a failure its message fully explains (logged without a traceback).
+    `reported`: `run_batch` already logged the cause, so the failed batch is only a debug line."""
+
+    reported = False
 
 
 @dataclass(slots=True)
@@ -94,13 +97,31 @@ class Batcher(Generic[R]):
 
     async def submit(self, pixels: bytes, timeout: float | None = None) -> R:
         """Queue one 784-byte image; `timeout` is the caller's remaining deadline in seconds."""
-        (future,) = self._enqueue((pixels,), timeout)
-        return await future
+        return await self.enqueue(pixels, timeout)
 
     async def submit_many(self, images: list[bytes], timeout: float | None = None) -> list[R]:
         """Queue several images at once: all of them, or none (QueueFull) when they do not all fit.
         Cancelling the caller drops whichever have not reached the model yet."""
         return list(await asyncio.gather(*self._enqueue(images, timeout)))
+
+    def enqueue(self, pixels: bytes, timeout: float | None = None) -> asyncio.Future:
+        """Queue one image and return its future without awaiting it (raises QueueFull/BatcherClosed at
+        once). For PredictStream, which answers from a done-callback instead of a task per item;
+        cancelling the future drops the image if it has not reached the model yet. The one-image
+        path of `_enqueue`, without its lists: it runs once per Predict call."""
+        if self._closed:
+            raise BatcherClosed("the server is shutting down")
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            raise QueueFull(f"the server is busy ({len(queue)} requests waiting); try again shortly")
+        now = time.monotonic()
+        future = self._loop.create_future()
+        item = _Item(pixels, future, now, None if timeout is None else now + timeout)
+        with self._cond:
+            queue.append(item)
+            if len(queue) >= self._want:
+                self._cond.notify()
+        return future
 
     def _enqueue(self, images: tuple[bytes, ...] | list[bytes], timeout: float | None) -> list[asyncio.Future]:
         if self._closed:
@@ -171,7 +192,8 @@ class Batcher(Generic[R]):
                 results = self.run_batch(joined, len(batch))
             except Exception as exc:  # the model failed: every request in the batch learns why
                 if isinstance(exc, BatchFailed):
-                    log.error("inference failed for a batch of %d: %s", len(batch), exc)
+                    level = logging.DEBUG if exc.reported else logging.ERROR
+                    log.log(level, "inference failed for a batch of %d: %s", len(batch), exc)
                 else:
                     log.exception("inference failed for a batch of %d", len(batch))
                 self._loop.call_soon_threadsafe(self._fail, batch, exc)
