@@ -32,6 +32,7 @@ from client import (
     Overloaded,
     Prediction,
     ServerUnavailable,
+    SeveralDigits,
     UnreadableImage,
 )
 
@@ -169,6 +170,8 @@ class Recognizer:
             prediction = await self.client.predict_image(data)
         except NoDigitFound:
             return Answer(Outcome.NO_DIGIT)
+        except SeveralDigits:  # a number (before InvalidInput: it is one): read every digit
+            return await self.read_number(data)
         except ImageTooLarge:  # before InvalidInput: it is one
             return self.too_large_answer()
         except (UnreadableImage, BadPixels, InvalidInput):
@@ -185,6 +188,21 @@ class Recognizer:
             log.exception("unexpected error while recognizing")
             return Answer(Outcome.UNAVAILABLE)
         return self.answer_for(prediction)
+
+    async def read_number(self, data: bytes) -> Answer:
+        """Every digit of a picture of a number (Read); the doubtful ones named with their runner-up."""
+        try:
+            reading = await self.client.read_image(data)
+        except NoDigitFound:
+            return Answer(Outcome.NO_DIGIT)
+        except Overloaded:
+            return Answer(Outcome.BUSY)
+        except DigitsError as exc:
+            log.warning("digits server could not read a number: %s", exc)
+            return Answer(Outcome.UNAVAILABLE)
+        doubtful = tuple((i + 1, d.digit, d.runner_up[0]) for i, d in reading.doubtful)
+        return Answer(Outcome.NUMBER, confidence=reading.confidence, number=reading.text, doubtful=doubtful,
+                      model_version=reading.model_version)
 
     def answer_for(self, prediction: Prediction) -> Answer:
         """The facts of a prediction; below `low_confidence` they include the runner-up and a hint."""

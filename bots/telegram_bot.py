@@ -170,6 +170,8 @@ def format_html(answer: Answer, tr: Translate | None = None) -> str:
     """Telegram-flavoured reply: replies.digit_text's wording with the digits in bold and the hint in italics;
     other outcomes as (escaped) plain text."""
     tr = tr or translator(None)
+    if answer.outcome == Outcome.NUMBER:
+        return replies.number_text(answer, tr, replies.HTML)
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
         return replies.HTML.escape(plain_text(answer, WORDING, tr))
     return digit_text(answer, tr, replies.HTML)

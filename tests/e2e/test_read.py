@@ -165,3 +165,18 @@ def test_digits_predict_prints_the_reading(digits_server, clear_digits, tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: 907 (confidence ")
+
+
+async def test_the_bots_answer_a_number_as_a_number(digits_server, clear_digits):
+    """The shared bot core: Predict says SEVERAL_DIGITS, the core reads the number and replies with it."""
+    from bots.answer import Outcome
+    from bots.core import Recognizer
+    from bots.replies import plain_text
+    from bots.telegram_bot import format_html
+
+    _, data = number_scan(number(clear_digits, "2026"), np.random.default_rng(0))
+    async with DigitsClient(digits_server.target) as client:
+        answer = await Recognizer(client).recognize(data)
+    assert answer.outcome == Outcome.NUMBER and answer.number == "2026"
+    assert plain_text(answer).startswith("2026, ") and plain_text(answer).split("\n")[0].endswith("% sure.")
+    assert format_html(answer).startswith("<b>2026</b>, ")
