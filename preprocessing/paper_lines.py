@@ -18,6 +18,8 @@ MIN_RUN = 0.4  # a line holds ink along at least this share of the picture's wid
 MIN_COVER = 0.7  # ... spread over at least this share of it (not a few digits' bars in a row)
 FLOOR = 0.05  # ink weaker than this is not looked at
 STEP = 2  # lines are looked for on every STEP-th pixel of the map
+PARALLEL = np.deg2rad(4.5)  # lines of one page differ by at most this angle (perspective)
+THIN = 3  # a line's projection, this many bins off its peak, holds less than half the peak (each side)
 
 
 def _lines(mask: np.ndarray) -> list[tuple[float, float]]:
@@ -36,14 +38,24 @@ def _lines(mask: np.ndarray) -> list[tuple[float, float]]:
     if ys.size == 0 or ys.size < run:
         return []
     found: list[tuple[float, float, float]] = []  # (count, angle, offset)
-    for a in ANGLES:
-        r = np.round(ys - np.tan(a) * xs).astype(np.int64)
-        lo = int(r.min())
-        counts = np.bincount(r - lo)
-        for b in np.nonzero(counts >= run)[0]:
-            on = xs[(r - lo) == b]
-            if np.unique((on - mw) * 16 // max(1, w - 2 * mw)).size / 16.0 >= MIN_COVER:
-                found.append((float(counts[b]), float(a), float(b + lo)))
+    # every angle at once: one (angles, pixels) offset table and one bincount, one row per angle
+    r = np.round(ys[None, :] - np.tan(ANGLES)[:, None] * xs[None, :]).astype(np.int64)
+    lo = r.min(axis=1, keepdims=True)
+    r -= lo
+    span = int(r.max()) + 1 + 2 * THIN
+    counts = np.bincount((r + THIN + span * np.arange(ANGLES.size)[:, None]).ravel(), minlength=ANGLES.size * span)
+    counts = counts.reshape(ANGLES.size, span)
+    for ai, bb in zip(*np.nonzero(counts >= run), strict=True):
+        # a printed line is thin: a little way off it, the projection falls back to the strokes crossing
+        # it; a row of digits (a number written across the page) is as thick as the digits are tall
+        c = counts[ai]
+        side = min(c[bb - THIN], c[bb - THIN + 1]) + min(c[bb + THIN], c[bb + THIN - 1])
+        if side >= c[bb]:
+            continue
+        b = bb - THIN
+        on = xs[r[ai] == b]
+        if np.unique((on - mw) * 16 // max(1, w - 2 * mw)).size / 16.0 >= MIN_COVER:
+            found.append((float(counts[ai, bb]), float(ANGLES[ai]), float(b + lo[ai, 0])))
     lines: list[tuple[float, float]] = []
     centres: list[float] = []
     for _, a, off in sorted(found, reverse=True):  # strongest first; the same line at another angle is dropped
@@ -61,18 +73,19 @@ def _erase(raw: np.ndarray, angle: float, off: float) -> np.ndarray:
     degree, offset +-3 px)."""
     h, w = raw.shape
     xs = np.arange(w)
-    best = None
-    for da in np.deg2rad(np.arange(-1.0, 1.01, 0.25)):
-        t = np.tan(angle + da)
-        for d in range(-3, 4):
-            ys = np.clip(np.round(off + d + t * xs).astype(np.int64), 0, h - 1)
-            score = float(raw[ys, xs].mean())
-            if best is None or score > best[0]:
-                best = (score, off + d, t)
-    _, off, t = best
+    # every (angle, offset) of the fit at once: the line is where the mean ink along it is highest
+    tans = np.tan(angle + np.deg2rad(np.arange(-1.0, 1.01, 0.25)))[:, None]
+    shifts = np.arange(-3, 4)
+    ts = np.repeat(tans, shifts.size, axis=0)  # angle-major, as the line is refined: the first best wins ties
+    offs = np.tile(off + shifts, tans.size)[:, None]
+    ys = np.clip(np.round(offs + ts * xs[None, :]).astype(np.int64), 0, h - 1)
+    scores = raw[ys, xs[None, :]].mean(axis=1)
+    k = int(np.argmax(scores))
+    off, t = float(offs[k, 0]), float(ts[k, 0])
     centre = np.round(off + t * xs).astype(np.int64)
     rows = {d: np.clip(centre + d, 0, h - 1) for d in range(-7, 8)}
-    level = {d: float(np.median(raw[rows[d], xs])) for d in range(-4, 5)}
+    medians = np.median(raw[np.stack([rows[d] for d in range(-4, 5)]), xs[None, :]], axis=1)
+    level = {d: float(v) for d, v in zip(range(-4, 5), medians, strict=True)}
     peak = max(level.values())
     band = [d for d in range(-4, 5) if level[d] > 0.2 * peak]
     if peak <= 0 or not band:
@@ -89,6 +102,15 @@ def _erase(raw: np.ndarray, angle: float, off: float) -> np.ndarray:
     return out
 
 
+def _parallel(lines: list[tuple[float, float]]) -> int:
+    """How many of `lines` have another within PARALLEL of their angle (perspective bends a page's lines a little)."""
+    angles = np.array([a for a, _ in lines])
+    if angles.size < 2:
+        return 0
+    near = np.abs(angles[:, None] - angles[None, :]) <= PARALLEL
+    return int((near.sum(axis=1) >= 2).sum())
+
+
 def remove_lines(raw: np.ndarray) -> np.ndarray:
     """`raw` (ink strength, 0..1) without the printed lines of notebook paper; the same array when there are none."""
     h, w = raw.shape
@@ -100,8 +122,10 @@ def remove_lines(raw: np.ndarray) -> np.ndarray:
     sigma = 1.4826 * float(np.median(np.abs(raw[::3, ::3] - med)))
     small = pooled > max(FLOOR, med + 4.0 * sigma)  # the low threshold `segment` uses for strokes
     found = {t: _lines(small.T if t else small) for t in (False, True)}
-    if max(len(v) for v in found.values()) < 2:
-        return raw  # one straight edge (the paper's, a table's) is not notebook paper: that has 2+ lines
+    if max(_parallel(v) for v in found.values()) < 2:
+        # one straight edge (the paper's, a table's) is not notebook paper: that has 2+ lines, nearly
+        # parallel; the paper's edge and the top bars of a number written at a slant are not
+        return raw
     out = raw
     for transpose, lines in found.items():
         for angle, off in lines:
