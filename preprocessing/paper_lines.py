@@ -19,7 +19,6 @@ MIN_COVER = 0.7  # ... spread over at least this share of it (not a few digits' 
 FLOOR = 0.05  # ink weaker than this is not looked at
 STEP = 2  # lines are looked for on every STEP-th pixel of the map
 PARALLEL = np.deg2rad(4.5)  # lines of one page differ by at most this angle (perspective)
-THIN = 3  # a line's projection, this many bins off its peak, holds less than half the peak (each side)
 
 
 def _lines(mask: np.ndarray) -> list[tuple[float, float]]:
@@ -42,20 +41,13 @@ def _lines(mask: np.ndarray) -> list[tuple[float, float]]:
     r = np.round(ys[None, :] - np.tan(ANGLES)[:, None] * xs[None, :]).astype(np.int64)
     lo = r.min(axis=1, keepdims=True)
     r -= lo
-    span = int(r.max()) + 1 + 2 * THIN
-    counts = np.bincount((r + THIN + span * np.arange(ANGLES.size)[:, None]).ravel(), minlength=ANGLES.size * span)
+    span = int(r.max()) + 1
+    counts = np.bincount((r + span * np.arange(ANGLES.size)[:, None]).ravel(), minlength=ANGLES.size * span)
     counts = counts.reshape(ANGLES.size, span)
-    for ai, bb in zip(*np.nonzero(counts >= run), strict=True):
-        # a printed line is thin: a little way off it, the projection falls back to the strokes crossing
-        # it; a row of digits (a number written across the page) is as thick as the digits are tall
-        c = counts[ai]
-        side = min(c[bb - THIN], c[bb - THIN + 1]) + min(c[bb + THIN], c[bb + THIN - 1])
-        if side >= c[bb]:
-            continue
-        b = bb - THIN
+    for ai, b in zip(*np.nonzero(counts >= run), strict=True):
         on = xs[r[ai] == b]
         if np.unique((on - mw) * 16 // max(1, w - 2 * mw)).size / 16.0 >= MIN_COVER:
-            found.append((float(counts[ai, bb]), float(ANGLES[ai]), float(b + lo[ai, 0])))
+            found.append((float(counts[ai, b]), float(ANGLES[ai]), float(b + lo[ai, 0])))
     lines: list[tuple[float, float]] = []
     centres: list[float] = []
     for _, a, off in sorted(found, reverse=True):  # strongest first; the same line at another angle is dropped
@@ -123,8 +115,8 @@ def remove_lines(raw: np.ndarray) -> np.ndarray:
     small = pooled > max(FLOOR, med + 4.0 * sigma)  # the low threshold `segment` uses for strokes
     found = {t: _lines(small.T if t else small) for t in (False, True)}
     if max(_parallel(v) for v in found.values()) < 2:
-        # one straight edge (the paper's, a table's) is not notebook paper: that has 2+ lines, nearly
-        # parallel; the paper's edge and the top bars of a number written at a slant are not
+        # one straight edge (the paper's, a table's) is not notebook paper: that has 2+ lines, nearly parallel;
+        # the paper's edge and the top bars of a number written at a slant are not
         return raw
     out = raw
     for transpose, lines in found.items():
