@@ -28,7 +28,16 @@ from scipy import ndimage as ndi
 
 from preprocessing.decode import decode
 from preprocessing.normalize import stroke_width, to_mnist
-from preprocessing.segment import EDGE_CONTRAST, LOW_FLOOR, MAX_WIDTH_RATIO, MIN_DIGIT_CONTRAST, InkMap, locate
+from preprocessing.segment import (
+    EDGE_CONTRAST,
+    FLAT_LOW,
+    FLAT_SEED,
+    LOW_FLOOR,
+    MAX_WIDTH_RATIO,
+    MIN_DIGIT_CONTRAST,
+    InkMap,
+    locate,
+)
 
 MAX_DIGITS = 64  # digits read from one image at most: a page of text is not a number
 MIN_HEIGHT = 0.55  # a glyph smaller than this share of its line's digit height both ways is a mark (comma, dot)
@@ -122,6 +131,8 @@ def _pieces(m: InkMap) -> _Map:
     sigma = 1.4826 * float(np.median(np.abs(sample - med)))
     t_low = max(LOW_FLOOR, med + 4.0 * sigma)
     t_seed = max(m.min_seed, med + 8.0 * sigma, 2.0 * t_low)
+    if not m.frame:  # a small crop's anti-aliased fringe passes for paper noise: ink on a flat page is measured exactly
+        t_low, t_seed = min(t_low, FLAT_LOW), min(t_seed, FLAT_SEED)
     on = r > t_low
     labels, n = ndi.label(on, structure=_EIGHT)
     if n == 0:

@@ -22,6 +22,7 @@ MIN_DIGIT_CONTRAST = 0.2  # in photos, the digit's strokes typically: light penc
 MAX_WIDTH_RATIO = 0.26  # in photos, strokes are at most this wide next to the digit's size (pens 0.05-0.16)
 EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: pen, not shading
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
+FLAT_LOW, FLAT_SEED = 0.3, 0.5  # on a flat page, thresholds at most this (the noise estimate can only inflate them)
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
@@ -231,6 +232,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     sigma = 1.4826 * float(np.median(np.abs(sample - med)))
     t_low = max(LOW_FLOOR, med + 4.0 * sigma)
     t_seed = max(min_seed, med + 8.0 * sigma, 2.0 * t_low)
+    if not frame:  # a small crop's anti-aliased fringe passes for paper noise: ink on a flat page is measured exactly
+        t_low, t_seed = min(t_low, FLAT_LOW), min(t_seed, FLAT_SEED)
     on = r > t_low
     labels, n = ndi.label(on, structure=_EIGHT)
     if n == 0:
