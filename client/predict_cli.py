@@ -1,4 +1,4 @@
-"""`digits-predict IMAGE... [--server HOST:PORT]`: classify image files through the server and
+"""`digits-predict IMAGE... [--server TARGET]`: classify image files through the server and
 print the digit and confidence for each. Exit code 1 if any file failed."""
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The token, if the server requires one, is read from {TOKEN_ENV} (never a flag: it would show in ps).",
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/... files, one digit each")
-    p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server (default %(default)s)")
+    p.add_argument(
+        "--server",
+        default="127.0.0.1:50051",
+        help="gRPC target: HOST:PORT, dns:///NAME:PORT (every address the name has), or a list of replicas "
+        "ipv4:IP:PORT,IP:PORT; calls go round-robin over them (default %(default)s)",
+    )
     p.add_argument(
         "--timeout", type=float, default=30.0, help=f"seconds per call of up to {CHUNK} images, retries included"
     )
