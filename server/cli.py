@@ -27,6 +27,7 @@ from preprocessing import DEFAULT_MAX_PIXELS
 from server.auth import TokenInterceptor
 from server.metrics import Metrics
 from server.preprocess_pool import PreprocessPool
+from server.scaling import connection_age_options
 from server.service import DigitClassifierService
 
 log = logging.getLogger("digits.server")
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drain-delay", type=float, default=0.25, help="seconds health shows NOT_SERVING before the port closes"
     )
+    p.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=0.0,
+        help="seconds after which a client connection is closed gracefully, so clients of a DNS name "
+        "(dns:///, a Kubernetes headless Service) look it up again and find new replicas (0: never)",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -84,6 +92,8 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--max-queue and --workers must be >= 1")
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
+    if args.max_connection_age < 0:
+        p.error("--max-connection-age must be >= 0")
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -114,6 +124,7 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),  # a port already in use is an error, not a silent second server
+            *connection_age_options(args.max_connection_age, args.grace),
         ],
     )
     digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
