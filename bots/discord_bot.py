@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,61 +24,62 @@ import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.core import (
-    LOW_CONFIDENCE_HINT,
-    Answer,
+from bots.answer import Answer, Outcome
+from bots.config import (
+    EXIT_CONFIG,
+    ConfigError,
     CoreConfig,
-    Outcome,
-    Recognizer,
-    config_from_env,
+    OneLineParser,
+    configure_logging,
+    core_config_from_env,
+    env_flag,
+    env_int,
+    env_log_level,
+    env_url,
     load_env,
-    make_client,
-    make_recognizer,
-    protect_secrets,
+    log_level,
+    parse_int,
 )
+from bots.config import fail as config_fail
+from bots.core import Attachment, DownloadFailed, Recognizer, make_client, make_recognizer
+from bots.redact import protect_secrets
+from bots.replies import plain_text
 
 log = logging.getLogger("bots.discord")
 
+PROG = "digits-discord"
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
 SEEN_FILENAME = "seen.png"
 NO_IMAGE_TEXT = "I don't see an image there. Attach a photo of one handwritten digit."
 DOWNLOAD_FAILED_TEXT = "I couldn't download that attachment from Discord. Please try again."
+WORDING = {Outcome.DOWNLOAD_FAILED: DOWNLOAD_FAILED_TEXT}
 COLOURS = {
     Outcome.DIGIT: discord.Colour.green(),
     Outcome.RATE_LIMITED: discord.Colour.orange(),
     Outcome.BUSY: discord.Colour.orange(),
 }
-EXIT_CONFIG = 2
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; main() prints it and exits 2 without a traceback."""
 
 
 @dataclass(frozen=True)
 class DiscordConfig:
-    """Discord-side settings; the recognizer's own settings come from bots.core.config_from_env."""
+    """Discord-side settings; the recognizer's own settings come from bots.config.core_config_from_env."""
 
     token: str
     api_base: str = DEFAULT_API_BASE
     gateway_url: str | None = None  # None: ask GET /gateway/bot, as Discord recommends
     guild_id: int | None = None  # sync commands to one guild (instant) instead of globally (slow to appear)
     message_content: bool = True  # request the privileged intent; we fall back without it if refused
+    shard_count: int | None = None  # set: run discord.AutoShardedClient with this many shards in this process
 
     def __repr__(self) -> str:  # never let the token reach a log line via repr()
         return (f"DiscordConfig(api_base={self.api_base!r}, gateway_url={self.gateway_url!r}, "
-                f"guild_id={self.guild_id!r}, message_content={self.message_content!r}, token=***)")
+                f"guild_id={self.guild_id!r}, message_content={self.message_content!r}, "
+                f"shard_count={self.shard_count!r}, token=***)")
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or not value.strip():
-        return default
-    return value.strip().lower() not in {"0", "false", "no", "off"}
-
-
-def discord_config_from_env(env: dict[str, str] | None = None) -> DiscordConfig:
-    """Read DISCORD_* settings (a `.env` in the working directory is read first; env vars win)."""
+def discord_config_from_env(env: Mapping[str, str] | None = None) -> DiscordConfig:
+    """Read DISCORD_* settings, validated (a `.env` in the working directory is read first; env vars win)."""
     if env is None:
         load_env()
         env = dict(os.environ)
@@ -84,15 +87,19 @@ def discord_config_from_env(env: dict[str, str] | None = None) -> DiscordConfig:
     if not token:
         raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot at https://discord.com/developers/applications "
                           "and export its token (or put it in .env).")
+    if any(c.isspace() for c in token):
+        raise ConfigError("DISCORD_BOT_TOKEN must be the bot token from the developer portal, without spaces")
     guild = (env.get("DISCORD_GUILD_ID") or "").strip()
     if guild and not guild.isdigit():
         raise ConfigError(f"DISCORD_GUILD_ID must be a numeric guild id, got {guild!r}")
+    shards = (env.get("DISCORD_SHARD_COUNT") or "").strip()
     return DiscordConfig(
         token=token,
-        api_base=(env.get("DISCORD_API_BASE") or DEFAULT_API_BASE).rstrip("/"),
-        gateway_url=(env.get("DISCORD_GATEWAY_URL") or "").strip() or None,
+        api_base=(env_url(env, "DISCORD_API_BASE", DEFAULT_API_BASE, ("https", "http")) or "").rstrip("/"),
+        gateway_url=env_url(env, "DISCORD_GATEWAY_URL", None, ("wss", "ws")),
         guild_id=int(guild) if guild else None,
-        message_content=_flag(env.get("DISCORD_MESSAGE_CONTENT"), True),
+        message_content=env_flag(env, "DISCORD_MESSAGE_CONTENT", True),
+        shard_count=env_int(env, "DISCORD_SHARD_COUNT", 0, low=1, high=10_000) if shards else None,
     )
 
 
@@ -106,7 +113,7 @@ def point_discord_py_at(api_base: str, gateway_url: str | None) -> None:
 def render(answer: Answer) -> dict:
     """Keyword arguments for send()/reply(): an embed for a digit, plain text for everything else."""
     if answer.outcome != Outcome.DIGIT or answer.digit is None:
-        return {"content": answer.text}
+        return {"content": plain_text(answer, WORDING)}
     confident = answer.runner_up is None
     embed = discord.Embed(
         title=f"It's a {answer.digit}" if confident else f"Probably a {answer.digit}",
@@ -117,7 +124,8 @@ def render(answer: Answer) -> dict:
     if answer.runner_up is not None:
         other, other_conf = answer.runner_up
         embed.add_field(name="Runner-up", value=f"{other} ({other_conf:.0%})", inline=True)
-        embed.set_footer(text=LOW_CONFIDENCE_HINT)
+        if answer.hint:
+            embed.set_footer(text=answer.hint)
     kwargs: dict = {"embed": embed}
     if answer.seen_png:
         embed.set_thumbnail(url=f"attachment://{SEEN_FILENAME}")
@@ -189,21 +197,16 @@ class DigitsBot(discord.Client):
         log.info("connected to Discord as %s (message-content intent %s)", self.user,
                  "on" if self.intents.message_content else "off")
 
-    # -- the shared flow -------------------------------------------------------------------
-    async def _read(self, attachment: discord.Attachment) -> Answer:
-        """Download and recognize; a failed download is its own friendly answer."""
-        try:
-            data = await attachment.read()
-        except (TimeoutError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            log.warning("attachment download failed: %s", exc)
-            return Answer(Outcome.UNAVAILABLE, DOWNLOAD_FAILED_TEXT)
-        return await self.recognizer.recognize(data)
+    # -- the shared flow (bots.core) with Discord's download ---------------------------------
+    async def _handle(self, user_id: int, attachment: discord.Attachment, on_accepted) -> Answer:
+        async def download() -> bytes:
+            try:
+                return await attachment.read()
+            except (TimeoutError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                raise DownloadFailed(str(exc)) from exc
 
-    def _refuse(self, user_id: int, attachment: discord.Attachment) -> Answer | None:
-        """Rate limit first (every request counts, junk included), then refuse from metadata alone."""
-        return self.recognizer.rate_limited(f"discord:{user_id}") or self.recognizer.refuse_attachment(
-            size=attachment.size, mime_type=attachment.content_type, filename=attachment.filename
-        )
+        meta = Attachment(attachment.size, attachment.content_type, attachment.filename)
+        return await self.recognizer.handle(f"discord:{user_id}", meta, download, on_accepted=on_accepted)
 
     async def answer_interaction(self, interaction: discord.Interaction, attachment: discord.Attachment | None) -> None:
         """Refusals answer at once (ephemeral); real work is deferred past Discord's 3-second window."""
@@ -211,12 +214,14 @@ class DigitsBot(discord.Client):
             if attachment is None:
                 await interaction.response.send_message(NO_IMAGE_TEXT, ephemeral=True)
                 return
-            refusal = self._refuse(interaction.user.id, attachment)
-            if refusal is not None:
-                await interaction.response.send_message(refusal.text, ephemeral=True)
+
+            async def defer() -> None:
+                await interaction.response.defer(thinking=True)
+
+            answer = await self._handle(interaction.user.id, attachment, defer)
+            if not answer.accepted:
+                await interaction.response.send_message(**render(answer), ephemeral=True)
                 return
-            await interaction.response.defer(thinking=True)
-            answer = await self._read(attachment)
             await interaction.followup.send(**render(answer))
         except discord.HTTPException:
             log.exception("could not answer interaction %s", interaction.id)
@@ -238,15 +243,14 @@ class DigitsBot(discord.Client):
             if attachment is None:
                 await message.reply(self.recognizer.HELP_TEXT, mention_author=False)
                 return
-            refusal = self._refuse(message.author.id, attachment)
-            if refusal is not None:
-                await message.reply(refusal.text, mention_author=False)
-                return
-            try:
-                await message.channel.typing()  # one "digits is typing..." (10 s); cosmetic, so never fatal
-            except discord.HTTPException as exc:
-                log.debug("typing indicator failed: %s", exc)
-            answer = await self._read(attachment)
+
+            async def typing() -> None:
+                try:
+                    await message.channel.typing()  # one "digits is typing..." (10 s); cosmetic, so never fatal
+                except discord.HTTPException as exc:
+                    log.debug("typing indicator failed: %s", exc)
+
+            answer = await self._handle(message.author.id, attachment, typing)
             await message.reply(**render(answer), mention_author=False)
         except discord.HTTPException:
             log.exception("could not reply to message %s", message.id)
@@ -268,63 +272,76 @@ async def serve(config: DiscordConfig, recognizer: Recognizer, **options) -> Non
                 "Discord refused the message-content intent (enable it under Bot > Privileged Gateway Intents); "
                 "running without it: /digit, 'Read digit', DMs and mentions still work"
             )
-            config = DiscordConfig(config.token, config.api_base, config.gateway_url, config.guild_id, False)
+            config = dataclasses.replace(config, message_content=False)
 
 
 async def _amain(config: DiscordConfig, core: CoreConfig) -> int:
-    client = make_client(core)
+    recognizer = make_recognizer(core, make_client(core))
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
     try:
-        await serve(config, make_recognizer(core, client))
+        await serve(config, recognizer)
     except asyncio.CancelledError:
         log.info("shutting down")
     except discord.LoginFailure:
         log.error("Discord rejected DISCORD_BOT_TOKEN (401): check the token")
         return EXIT_CONFIG
     finally:
-        await client.close()
+        await recognizer.close()
     return 0
 
 
+def guild_id(value: str) -> int:
+    """argparse type for --guild-id: a positive numeric id."""
+    try:
+        return parse_int(value, "--guild-id", low=1)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be a numeric guild id, got {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="digits-discord",
+    parser = OneLineParser(
+        prog=PROG,
         description="Discord bot for the digits recognizer: /digit image:<attachment>, the 'Read digit' message "
         "menu, and images sent in DMs or in messages that mention the bot.",
         epilog="Environment (a .env file in the working directory is read too; env vars win): "
         "DISCORD_BOT_TOKEN (required), DIGITS_SERVER (default 127.0.0.1:50051), DISCORD_GUILD_ID (sync commands "
         "to one guild), DISCORD_MESSAGE_CONTENT (1/0, default 1: request the privileged intent, falling back "
         f"without it if refused), DISCORD_API_BASE (default {DEFAULT_API_BASE}), DISCORD_GATEWAY_URL (default: "
-        "from GET /gateway/bot), DIGITS_API_TOKEN, DIGITS_RATE_LIMIT, DIGITS_RATE_WINDOW, DIGITS_MAX_BYTES.",
+        "from GET /gateway/bot), DISCORD_SHARD_COUNT (run an auto-sharded client with this many shards), "
+        "DIGITS_API_TOKEN, DIGITS_RATE_LIMIT, DIGITS_RATE_WINDOW, DIGITS_MAX_BYTES, DIGITS_LOW_CONFIDENCE, "
+        "DIGITS_TIMEOUT, DIGITS_REDIS_URL, LOG_LEVEL. A bad setting exits with code 2 and one line naming it.",
     )
-    parser.add_argument("--guild-id", type=int, help="sync commands to this guild only (overrides DISCORD_GUILD_ID)")
+    parser.add_argument("--guild-id", type=guild_id,
+                        help="sync commands to this guild only (overrides DISCORD_GUILD_ID)")
     parser.add_argument("--no-message-content", action="store_true",
                         help="do not request the privileged message-content intent")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"),
-                        help="logging level (default INFO, or LOG_LEVEL)")
+    parser.add_argument("--log-level", type=log_level, default=None,
+                        help="logging level (default LOG_LEVEL, else INFO)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of digits-discord; returns the exit code (2: configuration error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_env()
     try:
+        level = args.log_level or env_log_level()
         config = discord_config_from_env()
-        core = config_from_env()
-    except (ConfigError, ValueError) as exc:
-        print(f"digits-discord: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    protect_secrets(config.token, core.api_token)
+        core = core_config_from_env()
+    except ConfigError as exc:
+        return config_fail(PROG, exc)
+    configure_logging(level)
+    protect_secrets(config.token, core.api_token, core.redis_url)
     for name in ("discord.http", "discord.webhook", "discord.gateway"):  # their debug lines carry interaction tokens
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
     if args.guild_id is not None or args.no_message_content:
-        config = DiscordConfig(
-            config.token, config.api_base, config.gateway_url,
-            args.guild_id if args.guild_id is not None else config.guild_id,
-            config.message_content and not args.no_message_content,
+        config = dataclasses.replace(
+            config,
+            guild_id=args.guild_id if args.guild_id is not None else config.guild_id,
+            message_content=config.message_content and not args.no_message_content,
         )
     log.info("starting: digits server %s, %r", core.digits_server, config)
     return asyncio.run(_amain(config, core))

@@ -12,36 +12,60 @@ import asyncio
 import html
 import logging
 import os
+import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
-
-from bots.core import (
-    Answer,
-    CoreConfig,
-    Outcome,
-    Recognizer,
-    config_from_env,
-    load_env,
-    make_recognizer,
-    protect_secrets,
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
 )
+
+from bots.answer import Answer, Outcome
+from bots.config import (
+    EXIT_CONFIG,
+    ConfigError,
+    CoreConfig,
+    OneLineParser,
+    configure_logging,
+    core_config_from_env,
+    env_log_level,
+    env_url,
+    fail,
+    load_env,
+    log_level,
+    parse_url,
+    port,
+)
+from bots.core import Attachment, DownloadFailed, FileTooLarge, Recognizer, make_recognizer
+from bots.redact import protect_secrets
+from bots.replies import NOT_STILL_TEXT, plain_text
 
 log = logging.getLogger("bots.telegram")
 
+PROG = "digits-telegram"
 DEFAULT_API_URL = "https://api.telegram.org"
 RECOGNIZER_KEY = "recognizer"
 SEEN_KEY = "send_seen"
 FLOOD_NOTICE_KEY = "flood_notice_at"
 FLOOD_NOTICE_EVERY = 10.0  # seconds: one polite notice per flood, not one per flooded message
-STATIC_STICKERS_ONLY = "I can only read still images: please send a photo or a static sticker."
+STATIC_STICKERS_ONLY = NOT_STILL_TEXT
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
+WORDING = {Outcome.DOWNLOAD_FAILED: DOWNLOAD_FAILED}
 HANDLER_FAILED = "Sorry, something went wrong on my side. Please try again."
+TOKEN_PATTERN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+URL_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./~-]*")
 COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "How to get a good result"),
@@ -50,28 +74,49 @@ COMMANDS = [
 
 
 @dataclass(frozen=True)
-class Attachment:
-    """The one file we would download for a message, with the metadata Telegram reports."""
+class TelegramConfig:
+    """Telegram-side settings; the shared ones (server, limits) are in bots.config.CoreConfig."""
 
-    file_id: str
-    size: int | None
-    mime_type: str | None
-    filename: str | None
+    token: str
+    api_url: str = DEFAULT_API_URL
+    webhook_secret: str | None = None
+
+    def __repr__(self) -> str:  # never let a secret reach a log line via repr()
+        secret = "***" if self.webhook_secret else None
+        return f"TelegramConfig(api_url={self.api_url!r}, token=***, webhook_secret={secret})"
 
 
-def pick_attachment(message: Message) -> Attachment | Answer | None:
-    """The image in a message (largest photo size, image document, static sticker), or why it can't be read."""
+def telegram_config_from_env(env: Mapping[str, str] | None = None) -> TelegramConfig:
+    """TELEGRAM_* settings, validated (a `.env` in the working directory is read first; env vars win)."""
+    if env is None:
+        load_env()
+        env = os.environ
+    token = (env.get("TELEGRAM_BOT_TOKEN") or "").strip()
+    if not token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather, then export "
+                          "TELEGRAM_BOT_TOKEN=... (or put it in a .env file)")
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise ConfigError("TELEGRAM_BOT_TOKEN must look like 123456:ABC-def_123 (digits, a colon, then letters, "
+                          "digits, _ or -), as @BotFather gives it")
+    secret = (env.get("TELEGRAM_WEBHOOK_SECRET") or "").strip() or None
+    if secret is not None and not SECRET_PATTERN.fullmatch(secret):
+        raise ConfigError("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters from A-Z, a-z, 0-9, _ and -")
+    api_url = env_url(env, "TELEGRAM_API_URL", DEFAULT_API_URL, ("https", "http"))
+    return TelegramConfig(token=token, api_url=api_url or DEFAULT_API_URL, webhook_secret=secret)
+
+
+def pick_attachment(message: Message) -> tuple[str, Attachment] | None:
+    """The file to read in a message (largest photo size, image document, sticker) and what Telegram says of it."""
     if message.photo:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        return Attachment(best.file_id, best.file_size, "image/jpeg", None)
+        return best.file_id, Attachment(best.file_size, "image/jpeg")
     if message.document:
         doc = message.document
-        return Attachment(doc.file_id, doc.file_size, doc.mime_type, doc.file_name)
+        return doc.file_id, Attachment(doc.file_size, doc.mime_type, doc.file_name)
     if message.sticker:
         sticker = message.sticker
-        if sticker.is_animated or sticker.is_video:
-            return Answer(Outcome.NOT_IMAGE, STATIC_STICKERS_ONLY)
-        return Attachment(sticker.file_id, sticker.file_size, "image/webp", None)
+        still = not (sticker.is_animated or sticker.is_video)
+        return sticker.file_id, Attachment(sticker.file_size, "image/webp", still=still)
     return None
 
 
@@ -92,17 +137,15 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str | None) ->
 
 
 def format_html(answer: Answer) -> str:
-    """Telegram-flavoured reply: the digit in bold, the hint in italics; other outcomes as plain text."""
+    """Telegram-flavoured reply: the digits in bold, the hint in italics; other outcomes as plain text."""
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
-        return html.escape(answer.text, quote=False)
+        return html.escape(plain_text(answer, WORDING), quote=False)
     if answer.runner_up is None:
         return f"It's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure)."
     other, other_conf = answer.runner_up
-    hint = html.escape(answer.text.splitlines()[-1], quote=False)
-    return (
-        f"I think it's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure), "
-        f"but it could be a <b>{other}</b> ({other_conf:.0%}).\n<i>{hint}</i>"
-    )
+    text = (f"I think it's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure), "
+            f"but it could be a <b>{other}</b> ({other_conf:.0%}).")
+    return f"{text}\n<i>{html.escape(answer.hint, quote=False)}</i>" if answer.hint else text
 
 
 async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False) -> None:
@@ -154,49 +197,41 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """An image-bearing message: checks (addressing, rate limit, size/type), download, recognize, reply."""
+    """An image-bearing message addressed to the bot: the core's flow, with Telegram's download and typing."""
     message = update.effective_message
     if message is None:
         return
     if not addressed_to_bot(message, context.bot.id, context.bot.username):
         return
-    recognizer: Recognizer = context.bot_data[RECOGNIZER_KEY]
     picked = pick_attachment(message)
     if picked is None:
         return
+    file_id, attachment = picked
+    recognizer: Recognizer = context.bot_data[RECOGNIZER_KEY]
+    typing: list[asyncio.Task] = []
+
+    async def show_typing() -> None:
+        typing.append(asyncio.create_task(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)))
+
+    async def download() -> bytes:
+        try:
+            file = await context.bot.get_file(file_id)
+            return bytes(await file.download_as_bytearray())
+        except BadRequest as exc:  # Telegram refuses files over 20 MB to bots, and forgets old ones
+            if "too big" in str(exc).lower():
+                raise FileTooLarge(str(exc)) from exc
+            raise DownloadFailed(f"getFile refused: {exc}") from exc
+        except NetworkError as exc:
+            raise DownloadFailed(repr(exc)) from exc
+
     user = message.from_user
-    limited = recognizer.rate_limited(f"telegram:{user.id if user else message.chat_id}")
-    if limited is not None:
-        await _notify_flood(message, context, limited)
+    key = f"telegram:{user.id if user else message.chat_id}"
+    answer = await recognizer.handle(key, attachment, download, on_accepted=show_typing)
+    for task in typing:
+        await _settle(task)
+    if answer.outcome == Outcome.RATE_LIMITED:
+        await _notify_flood(message, context, answer)
         return
-    if isinstance(picked, Answer):
-        await send_answer(message, picked)
-        return
-    refused = recognizer.refuse_attachment(size=picked.size, mime_type=picked.mime_type, filename=picked.filename)
-    if refused is not None:
-        await send_answer(message, refused)
-        return
-    started = time.perf_counter()
-    typing = asyncio.create_task(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING))
-    try:
-        file = await context.bot.get_file(picked.file_id)
-        data = bytes(await file.download_as_bytearray())
-    except BadRequest as exc:
-        too_big = "too big" in str(exc).lower()
-        log.warning("getFile refused: %s", exc)
-        answer = recognizer.too_large_answer() if too_big else Answer(Outcome.NOT_IMAGE, DOWNLOAD_FAILED)
-    except NetworkError as exc:
-        log.warning("download failed: %r", exc)
-        answer = Answer(Outcome.UNAVAILABLE, DOWNLOAD_FAILED)
-    else:
-        answer = await recognizer.recognize(data)
-    await _settle(typing)
-    log.info(
-        "chat=%s outcome=%s digit=%s confidence=%s ms=%.0f",
-        message.chat_id, answer.outcome.value, answer.digit,
-        f"{answer.confidence:.3f}" if answer.confidence is not None else None,
-        (time.perf_counter() - started) * 1000,
-    )
     with_seen = bool(context.chat_data and context.chat_data.get(SEEN_KEY))
     await send_answer(message, answer, with_seen=with_seen)
 
@@ -225,10 +260,21 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 IMAGE_FILTER = filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL
 
 
+def flood_control(*, max_retries: int = 2) -> AIORateLimiter:
+    """Outgoing flood control at Telegram's published limits (30 messages/s overall, 20/min per group),
+    so a busy group is answered a little later instead of earning a RetryAfter; should one come anyway
+    (another replica sent to the same group), the request waits as told and is retried."""
+    return AIORateLimiter(overall_max_rate=30, overall_time_period=1, group_max_rate=20, group_time_period=60,
+                          max_retries=max_retries)
+
+
 def build_application(
-    token: str, *, api_url: str = DEFAULT_API_URL, config: CoreConfig | None = None
+    token: str, *, api_url: str = DEFAULT_API_URL, config: CoreConfig | None = None,
+    rate_limiter: AIORateLimiter | None | bool = True,
 ) -> Application:
-    """The PTB Application with every handler; the gRPC client is opened and closed with it."""
+    """The PTB Application with every handler; the gRPC client is opened and closed with it.
+
+    `rate_limiter`: True for `flood_control()`, an AIORateLimiter of your own, or None/False for none."""
     config = config or CoreConfig()
     root = api_url.rstrip("/")
 
@@ -242,9 +288,9 @@ def build_application(
     async def post_shutdown(app: Application) -> None:
         recognizer = app.bot_data.get(RECOGNIZER_KEY)
         if recognizer is not None:
-            await recognizer.client.close()
+            await recognizer.close()
 
-    app = (
+    builder = (
         ApplicationBuilder()
         .token(token)
         .base_url(f"{root}/bot")
@@ -252,8 +298,12 @@ def build_application(
         .concurrent_updates(True)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
-        .build()
     )
+    if rate_limiter is True:
+        rate_limiter = flood_control()
+    if rate_limiter:
+        builder = builder.rate_limiter(rate_limiter)
+    app = builder.build()
     # The client opens its channel lazily on first use, so it can be built before the loop runs.
     app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
     app.add_handler(CommandHandler(["start", "help"], on_help))
@@ -274,40 +324,53 @@ class _NoTracebackForBadToken(logging.Filter):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="digits-telegram",
+    parser = OneLineParser(
+        prog=PROG,
         description="Telegram bot that reads handwritten digits from photos (via the digits gRPC server).",
         epilog="Environment (.env is read if present): TELEGRAM_BOT_TOKEN (required), DIGITS_SERVER "
         "(default 127.0.0.1:50051), TELEGRAM_API_URL (default https://api.telegram.org), "
-        "TELEGRAM_WEBHOOK_SECRET (webhook mode), DIGITS_API_TOKEN.",
+        "TELEGRAM_WEBHOOK_SECRET (webhook mode), DIGITS_API_TOKEN, DIGITS_RATE_LIMIT, DIGITS_RATE_WINDOW, "
+        "DIGITS_MAX_BYTES, DIGITS_LOW_CONFIDENCE, DIGITS_TIMEOUT, DIGITS_REDIS_URL, LOG_LEVEL. "
+        "A bad setting exits with code 2 and one line naming it.",
     )
     parser.add_argument("--webhook-url", help="public HTTPS URL Telegram should POST updates to (enables webhook mode)")
     parser.add_argument("--listen", default="0.0.0.0", help="webhook mode: address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8443, help="webhook mode: port to listen on (default 8443)")
+    parser.add_argument("--port", type=port, default=8443, help="webhook mode: port to listen on (default 8443)")
     parser.add_argument("--url-path", default="telegram", help="webhook mode: local path (default 'telegram')")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level (default INFO)")
+    parser.add_argument("--log-level", type=log_level, default=None,
+                        help="logging level (default LOG_LEVEL, else INFO)")
     return parser.parse_args(argv)
+
+
+def check_webhook_args(args: argparse.Namespace, config: TelegramConfig) -> None:
+    """The webhook flags, validated like the environment (Telegram itself accepts only HTTPS webhooks;
+    a self-hosted Bot API server, TELEGRAM_API_URL, also takes http://)."""
+    if args.webhook_url is None:
+        return
+    schemes = ("https",) if config.api_url == DEFAULT_API_URL else ("https", "http")
+    parse_url(args.webhook_url, "--webhook-url", schemes)
+    if not args.listen.strip() or any(c.isspace() for c in args.listen):
+        raise ConfigError(f"--listen must be an address such as 0.0.0.0 or 127.0.0.1, got {args.listen!r}")
+    if not URL_PATH_PATTERN.fullmatch(args.url_path):
+        raise ConfigError(f"--url-path must be a URL path of letters, digits and _ . / ~ -, got {args.url_path!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of digits-telegram; returns the exit code (2: configuration error)."""
     args = parse_args(argv)
     load_env()
-    token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip()
-    if not token:
-        print(
-            "digits-telegram: TELEGRAM_BOT_TOKEN is not set. Create a bot with @BotFather, then\n"
-            "  export TELEGRAM_BOT_TOKEN=...   (or put TELEGRAM_BOT_TOKEN=... in a .env file)",
-            file=sys.stderr,
-        )
-        return 2
-    secret = os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redactor = protect_secrets(token, secret)
+    try:
+        level = args.log_level or env_log_level()
+        tg = telegram_config_from_env()
+        core = core_config_from_env()
+        check_webhook_args(args, tg)
+    except ConfigError as exc:
+        return fail(PROG, exc)
+    configure_logging(level)
+    redactor = protect_secrets(tg.token, tg.webhook_secret, core.api_token, core.redis_url)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoTracebackForBadToken())
-    api_url = os.environ.get("TELEGRAM_API_URL") or DEFAULT_API_URL
-    app = build_application(token, api_url=api_url, config=config_from_env())
+    app = build_application(tg.token, api_url=tg.api_url, config=core)
     try:
         if args.webhook_url:
             app.run_webhook(
@@ -315,16 +378,16 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 url_path=args.url_path,
                 webhook_url=args.webhook_url,
-                secret_token=secret,
+                secret_token=tg.webhook_secret,
                 bootstrap_retries=-1,
             )
         else:
             app.run_polling(bootstrap_retries=-1)
     except InvalidToken:
-        print("digits-telegram: Telegram rejected TELEGRAM_BOT_TOKEN; check it with @BotFather.", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: Telegram rejected TELEGRAM_BOT_TOKEN; check it with @BotFather.", file=sys.stderr)
+        return EXIT_CONFIG
     except (NetworkError, OSError) as exc:
-        print(f"digits-telegram: cannot reach the Telegram Bot API at {api_url}: {redactor.redact(str(exc))}",
+        print(f"{PROG}: cannot reach the Telegram Bot API at {tg.api_url}: {redactor.redact(str(exc))}",
               file=sys.stderr)
         return 1
     return 0

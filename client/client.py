@@ -107,9 +107,13 @@ def _prediction(r: digits_pb2.PredictResponse) -> Prediction:
 def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> DigitsError:
     """Turn a failed call into the matching DigitsError subclass."""
     code = exc.code()
-    message = exc.details() or code.name
     info = error_info(exc.trailing_metadata())
-    reason = info.reason if info is not None else None
+    return error_for(code, info.reason if info is not None else None, exc.details() or code.name)
+
+
+def error_for(code: grpc.StatusCode, reason: str | None, message: str) -> DigitsError:
+    """The one mapping from (status code, ErrorInfo reason) to a DigitsError; a PredictBatch item's
+    error is an INVALID_ARGUMENT with its reason."""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return _INVALID_BY_REASON.get(reason, InvalidInput)(message, reason, code)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -194,8 +198,7 @@ class DigitsClient:
                 results.append(_prediction(result.prediction))
             else:
                 error = result.error
-                kind = _INVALID_BY_REASON.get(error.reason, InvalidInput)
-                results.append(kind(error.message, error.reason, grpc.StatusCode.INVALID_ARGUMENT))
+                results.append(error_for(grpc.StatusCode.INVALID_ARGUMENT, error.reason, error.message))
         return results
 
     async def ping(self) -> str:

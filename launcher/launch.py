@@ -3,7 +3,10 @@
 Why: a user should get from `git clone` to a working bot with one command. The launcher starts the
 server (shipped model), waits until gRPC health says SERVING, then starts each configured bot as its
 own process pointed at that server, supervises them (restarting a crashed one with backoff) and on
-Ctrl-C / SIGTERM stops the bots first, then the server.
+Ctrl-C / SIGTERM stops the bots first, then the server. Every setting (flags, the shared DIGITS_*
+variables, each configured bot's own) is validated before anything starts: a bad one exits 2 with one
+line naming it, and a bot that still exits 2 (a configuration error, such as a token the platform
+rejects) is reported and not restarted, since it would fail the same way forever.
 """
 
 from __future__ import annotations
@@ -14,17 +17,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bots.config import (
+    EXIT_CONFIG,
+    ConfigError,
+    OneLineParser,
+    core_config_from_env,
+    fail,
+    load_env,
+    parse_float,
+    parse_int,
+    port,
+)
+from bots.discord_bot import discord_config_from_env
+from bots.telegram_bot import telegram_config_from_env
+from client.health import health_status
 
-from bots.core import load_env
-
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "digits-encoder.safetensors"
 STOP_TIMEOUT = 20.0
-CONFIG_ERROR = 2  # a child exiting with this (e.g. missing token) is not restarted: it would fail again
+CONFIG_ERROR = EXIT_CONFIG  # a child exiting with this (e.g. a rejected token) is not restarted: it would fail again
+PROG = "digits-run"
 
 
 @dataclass(frozen=True)
@@ -32,11 +46,12 @@ class BotSpec:
     name: str
     token_env: str
     module: str
+    check: Callable[[Mapping[str, str]], object]  # validates the bot's own settings; raises ConfigError
 
 
 BOTS = (
-    BotSpec("telegram", "TELEGRAM_BOT_TOKEN", "bots.telegram_bot"),
-    BotSpec("discord", "DISCORD_BOT_TOKEN", "bots.discord_bot"),
+    BotSpec("telegram", "TELEGRAM_BOT_TOKEN", "bots.telegram_bot", telegram_config_from_env),
+    BotSpec("discord", "DISCORD_BOT_TOKEN", "bots.discord_bot", discord_config_from_env),
 )
 
 
@@ -85,16 +100,6 @@ class Child:
         return self.process.returncode
 
 
-def health(target: str, timeout: float = 1.0) -> str:
-    """The server's gRPC health status name, or UNREACHABLE."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
 def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
     """Block until the server is SERVING; False if it exited, timed out, or we were asked to stop."""
     deadline = time.monotonic() + timeout
@@ -102,7 +107,7 @@ def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
         if server.poll() is not None:
             say(f"server exited during start-up with code {server.poll()}")
             return False
-        if health(target) == "SERVING":
+        if health_status(target) == "SERVING":
             return True
         time.sleep(0.2)
     if not stopping():
@@ -110,26 +115,68 @@ def wait_serving(server: Child, target: str, timeout: float, stopping) -> bool:
     return False
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        return parse_float(value, "--startup-timeout", low=0.0)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds greater than 0, got {value!r}") from None
+
+
+def _metrics_port(value: str) -> int:
+    try:
+        return parse_int(value, "--metrics-port", low=0, high=65535)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 (off) to 65535, got {value!r}") from None
+
+
+def _model(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"must be an existing checkpoint file, got {value!r}")
+    return path
+
+
+def _host(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"must be an address such as 127.0.0.1 or 0.0.0.0, got {value!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="digits-run",
+    parser = OneLineParser(
+        prog=PROG,
         description="Run the digits server with the shipped model and every bot whose token is set "
         "(TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN; a .env file is read). Ctrl-C stops them all.",
+        epilog="Every setting of the server and of each bot to be started is checked first: a bad one exits "
+        "with code 2 and one line naming it. A bot that exits with code 2 later is not restarted.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="server listen address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=50051, help="server gRPC port (default 50051)")
-    parser.add_argument("--model", type=Path, default=None, help=f"checkpoint (default {SHIPPED_MODEL.name})")
-    parser.add_argument("--metrics-port", type=int, default=None, help="server Prometheus port (0: off)")
-    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server")
+    parser.add_argument("--host", type=_host, default="127.0.0.1", help="server listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=port, default=50051, help="server gRPC port (default 50051)")
+    parser.add_argument("--model", type=_model, default=None, help="checkpoint (default: the shipped one)")
+    parser.add_argument("--metrics-port", type=_metrics_port, default=None, help="server Prometheus port (0: off)")
+    parser.add_argument("--startup-timeout", type=_positive_seconds, default=180.0,
+                        help="seconds to wait for the server (default 180)")
     parser.add_argument("--no-restart", action="store_true", help="do not restart a bot that exits")
     return parser.parse_args(argv)
 
 
+def check_settings(env: Mapping[str, str]) -> list[BotSpec]:
+    """Validate the shared bot settings and those of each bot whose token is set; returns those bots.
+
+    Why here too: a bad setting should stop `digits-run` at once with its one-line reason, not
+    after the server has spent seconds loading the model."""
+    wanted = [spec for spec in BOTS if (env.get(spec.token_env) or "").strip()]
+    if wanted:
+        core_config_from_env(env)
+    for spec in wanted:
+        spec.check(env)
+    return wanted
+
+
 def server_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "server", "--host", args.host, "--port", str(args.port)]
-    model = args.model or (SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None)
-    if model is not None:
-        cmd += ["--model", str(model)]
+    if args.model is not None:  # else the server's own default (model.checkpoint.DEFAULT_CHECKPOINT)
+        cmd += ["--model", str(args.model)]
     if args.metrics_port is not None:
         cmd += ["--metrics-port", str(args.metrics_port)]
     return cmd
@@ -144,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of digits-run; returns 0 after a clean stop."""
     args = parse_args(argv)
     load_env()
+    try:
+        wanted = check_settings(os.environ)
+    except ConfigError as exc:
+        return fail(PROG, exc)
     stop_signal: list[int] = []
 
     def on_signal(signum, frame) -> None:
@@ -166,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     bot_env = {**os.environ, "DIGITS_SERVER": target}
     bots: list[Child] = []
     for spec in BOTS:
-        if os.environ.get(spec.token_env, "").strip():
+        if spec in wanted:
             bot = Child(f"{spec.name} bot", bot_command(spec), bot_env)
             bot.start()
             bots.append(bot)
@@ -205,8 +256,13 @@ def supervise(server: Child, bots: list[Child], stopping, *, restart: bool) -> N
                 if now - child.started_at > 60:
                     child.backoff = 1.0  # it ran for a while: the next crash restarts quickly again
                 continue
-            if child is not server and (code == CONFIG_ERROR or not restart):
-                say(f"the {child.name} exited with code {code}; not restarting it (see its error above)")
+            if child is not server and code == CONFIG_ERROR:
+                say(f"the {child.name} exited with code {code}; not restarting it: that is a configuration error "
+                    "(see its one-line reason above), so it would fail the same way again. Fix it and run again.")
+                child.restart_at = float("inf")
+                continue
+            if child is not server and not restart:
+                say(f"the {child.name} exited with code {code}; not restarting it (--no-restart)")
                 child.restart_at = float("inf")
                 continue
             say(f"the {child.name} exited unexpectedly with code {code}; restarting in {child.backoff:g} s")

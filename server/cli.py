@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from preprocessing import DEFAULT_MAX_PIXELS
 from server.auth import TokenInterceptor
 from server.metrics import Metrics
+from server.model_protocol import ModelSettings
 from server.preprocess_pool import PreprocessPool
 from server.scaling import connection_age_options
 from server.service import DigitClassifierService
@@ -151,13 +152,12 @@ async def serve(args: argparse.Namespace) -> int:
 
     try:
         # The model process and the preprocessing workers start side by side.
+        settings = ModelSettings(
+            args.model, args.device, threads=args.torch_threads, graph=not args.eager, warm_to=args.max_batch_size
+        )
         start_model = partial(
             InferenceProcess,
-            args.model,
-            args.device,
-            threads=args.torch_threads,
-            warm_to=args.max_batch_size,
-            graph=not args.eager,
+            settings,
             on_restart=metrics.model_restarts.inc,
             on_fatal=on_fatal,
         )
@@ -183,7 +183,8 @@ async def serve(args: argparse.Namespace) -> int:
     service.ready(batcher, runner.version)
     # Everything allocated so far (libraries, protobuf descriptors, the app) lives as long as the
     # process. Frozen, the collector stops re-scanning it: a full collection under load took
-    # 70-90 ms and stalled every in-flight request; now it only walks request-time objects.
+    # 70-90 ms on the 2-core development machine and stalled every in-flight request; now it only
+    # walks request-time objects.
     gc.freeze()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -1,15 +1,18 @@
 """The model in a process of its own, so it never competes with the event loop for the GIL.
 
 Eager PyTorch takes and releases the GIL around every operator. With the model on a thread of the
-server process, each of those ~100 hand-offs per forward waited for the busy event loop: next to a
-thread running an event-loop-like Python load, a batch of 32 took 20 ms instead of 10. Here the
-event loop's process only sends the joined pixels down a pipe and reads back the probabilities:
-two system calls per batch, no GIL shared. The server process does not even import torch.
+server process, each of those ~100 hand-offs per forward waits for the busy event loop (on the
+2-core development machine a batch of 32 took twice as long next to an event-loop-like Python
+load). Here the event loop's process only sends the joined pixels down a pipe and reads back the
+probabilities: two system calls per batch, no GIL shared. The server process does not even import
+torch.
 
-The child runs `ModelRunner` (a frozen TorchScript graph whose logits equal eager's, or eager), so
-the answers are the offline evaluation's. If the child dies or stops answering, the batch in
-flight fails with `InferenceUnavailable` (UNAVAILABLE to callers, who retry) and the next batch
-starts a new child.
+The protocol (settings, replies, rows) is `server/model_protocol.py`; the child builds a
+`ModelRunner` (`server/model_runner.py`, a frozen TorchScript graph whose logits equal eager's, or
+eager), so the answers are the offline evaluation's. If the child dies or stops answering, the batch
+in flight fails with `InferenceUnavailable` (UNAVAILABLE to callers, who retry) and the next batch
+starts a new child. The parent side is one lock-protected pipe: whatever replaces the child (a
+reload, another runtime) happens under that lock, between batches.
 """
 
 from __future__ import annotations
@@ -20,35 +23,20 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 
-import numpy as np
-
-from model.shape import NUM_CLASSES, PIXELS_LEN
+from model.shape import PIXELS_LEN
 from server.batcher import BatchFailed
+from server.model_protocol import ModelInfo, ModelSettings, Row, decode_reply, encode_error, encode_reply
 
 log = logging.getLogger(__name__)
-
-Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for one request
-
-_OK, _ERROR = b"\x00", b"\x01"
 
 
 class InferenceUnavailable(BatchFailed):
     """The model process could not answer (it failed to start, or died mid-batch)."""
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    version: str
-    device: str
-    runtime: str  # "torchscript" or "eager"
-    threads: int | None  # intra-op CPU threads; None on an accelerator
-
-
-def _child(conn: Connection, path: str | None, device: str, threads: int | None, graph: bool, warm_to: int) -> None:
+def _child(conn: Connection, settings: ModelSettings) -> None:
     """Load, warm up, report, then answer batches until the parent closes the pipe."""
     # Ctrl-C reaches the whole process group; the parent decides when the model stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -57,8 +45,8 @@ def _child(conn: Connection, path: str | None, device: str, threads: int | None,
 
         from server.model_runner import ModelRunner
 
-        runner = ModelRunner(path, device, threads, graph=graph)
-        runner.warm_up(warm_to)
+        runner = ModelRunner(settings.path, settings.device, settings.threads, graph=settings.graph)
+        runner.warm_up(settings.warm_to)
         threads = torch.get_num_threads() if runner.device.type == "cpu" else None
         gc.freeze()  # torch's import-time objects are permanent: keep full collections short
         conn.send(("ready", ModelInfo(runner.version, str(runner.device), runner.runtime, threads)))
@@ -71,10 +59,9 @@ def _child(conn: Connection, path: str | None, device: str, threads: int | None,
         except (EOFError, OSError):  # the parent is gone or closed the pipe: stop
             return
         try:
-            digits, probs = runner.predict_arrays(pixels, len(pixels) // PIXELS_LEN)
-            reply = _OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes()
+            reply = encode_reply(*runner.predict_arrays(pixels, len(pixels) // PIXELS_LEN))
         except Exception as exc:
-            reply = _ERROR + f"{type(exc).__name__}: {exc}".encode()
+            reply = encode_error(exc)
         try:
             conn.send_bytes(reply)
         except OSError:  # the parent died while the batch ran
@@ -86,17 +73,14 @@ class InferenceProcess:
 
     def __init__(
         self,
-        path: Path | str | None = None,
-        device: str = "auto",
-        threads: int | None = None,
-        warm_to: int = 64,
-        graph: bool = True,
+        settings: ModelSettings | None = None,
+        *,
         start_timeout: float = 300.0,
         batch_timeout: float = 60.0,
         on_restart: Callable[[], None] | None = None,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
-        self._args = (None if path is None else str(path), device, threads, graph, warm_to)
+        self.settings = settings or ModelSettings()
         self._start_timeout = start_timeout
         self._batch_timeout = batch_timeout  # a hung model must not hold every later request forever
         self._on_restart = on_restart
@@ -119,7 +103,7 @@ class InferenceProcess:
 
     def _start(self) -> ModelInfo:
         parent, child = self._context.Pipe()
-        proc = self._context.Process(target=_child, args=(child, *self._args), name="digits-inference", daemon=True)
+        proc = self._context.Process(target=_child, args=(child, self.settings), name="digits-inference", daemon=True)
         proc.start()
         child.close()
         try:
@@ -172,12 +156,7 @@ class InferenceProcess:
                 code = proc.exitcode if proc is not None else None
                 how = "unknown cause" if code is None else f"exit code {code}" if code >= 0 else f"signal {-code}"
                 raise InferenceUnavailable(f"the model process died ({how}); it restarts with the next batch") from exc
-        if reply[:1] == _ERROR:
-            raise RuntimeError(f"inference failed: {reply[1:].decode(errors='replace')}")
-        digits = reply[1 : 1 + n]
-        probs = np.frombuffer(reply, dtype=np.float32, offset=1 + n).reshape(n, NUM_CLASSES)
-        conf = probs[np.arange(n), np.frombuffer(digits, dtype=np.uint8)]
-        return list(zip(digits, conf.tolist(), probs.tolist(), strict=True))
+        return decode_reply(reply, n)
 
     def _discard(self, grace: float = 1.0) -> None:
         """Close the pipe (a healthy child exits on its own), then kill whatever is left after `grace` s."""

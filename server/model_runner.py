@@ -1,6 +1,7 @@
 """The model behind the batcher: load a checkpoint on a device, warm it up, and turn one batch of
 784-byte images into calibrated probabilities. The server runs it inside its model process
-(server/inference_process.py); tests and benchmarks use it directly."""
+(server/inference_process.py, which speaks server/model_protocol.py); tests and benchmarks use it
+directly. A new runtime (another graph compiler, an accelerator) belongs here, behind `predict_arrays`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_device
 from model.shape import IMAGE_SIZE, PIXELS_LEN
-from server.inference_process import Row
+from server.model_protocol import Row, rows
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,7 @@ class ModelRunner:
         return digit.cpu().numpy(), probs.cpu().numpy()
 
     def predict(self, pixels: bytes, n: int) -> list[Row]:
-        digits, probs = self.predict_arrays(pixels, n)
-        conf = probs[np.arange(n), digits]
-        return list(zip(digits.tolist(), conf.tolist(), probs.tolist(), strict=True))
+        return rows(*self.predict_arrays(pixels, n))
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run every power-of-two batch size once so the first real requests do not pay for allocation."""

@@ -1,6 +1,6 @@
 """Encoded images -> 784 MNIST-style bytes in a pool of worker processes, so decoding uses every
-core and never blocks the event loop. Workers return plain tuples: nothing custom crosses the
-process boundary, so any PreprocessError subclass maps cleanly to its reason."""
+core and never blocks the event loop. Every way an image can fail (unreadable, too large, no digit,
+the pool busy, a worker crashed) leaves the pool as one `RequestFailed` with its reason and message."""
 
 from __future__ import annotations
 
@@ -14,27 +14,25 @@ from concurrent.futures.process import BrokenProcessPool
 
 from digits.v1.errors import Reason
 
-from preprocessing import DEFAULT_MAX_PIXELS, PreprocessError, preprocess
+from preprocessing import DEFAULT_MAX_PIXELS, ImageTooLargeError, PreprocessError, preprocess
+from server.failures import RequestFailed
+
+NO_DIGIT = "no digit found in the image: send a photo of one handwritten digit"
 
 
-class ImageRejected(Exception):
-    """An image that cannot become a digit; `reason` is the ErrorInfo reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _work(data: bytes, max_pixels: int) -> tuple[bool, bytes | str, str]:
-    """Runs in a worker: (True, pixels, "") or (False, reason, message)."""
+def _work(data: bytes, max_pixels: int) -> bytes | RequestFailed:
+    """Runs in a worker: the 784 pixels, or the failure (returned, not raised: no traceback to ship)."""
     try:
         result = preprocess(data, max_pixels=max_pixels)
+    except ImageTooLargeError as exc:
+        return RequestFailed(Reason.IMAGE_TOO_LARGE, f"the image is too large: {exc}")
     except PreprocessError as exc:
-        return False, str(getattr(exc, "reason", Reason.UNREADABLE_IMAGE)), str(exc)
+        return RequestFailed(
+            Reason.UNREADABLE_IMAGE, f"the image could not be read (send a PNG or JPEG photo of one digit): {exc}"
+        )
     if not result.digit_found:
-        return False, Reason.NO_DIGIT_FOUND.value, "no digit found in the image: send a photo of one handwritten digit"
-    return True, result.pixels.astype("uint8", copy=False).tobytes(), ""
+        return RequestFailed(Reason.NO_DIGIT_FOUND, NO_DIGIT)
+    return result.pixels.astype("uint8", copy=False).tobytes()
 
 
 def _ready() -> int:
@@ -90,28 +88,27 @@ class PreprocessPool:
         await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self.workers * 2)))
 
     async def __call__(self, data: bytes) -> bytes:
-        """784 bytes for the model, or ImageRejected / OverflowError (too many images pending)."""
+        """784 bytes for the model, or RequestFailed (bad image, no digit, too many images pending)."""
         too_many_bytes = self.pending and self.pending_bytes + len(data) > self.max_pending_bytes
         if self.pending >= self.max_pending or too_many_bytes:
-            raise OverflowError(f"the server is busy ({self.pending} images being decoded); try again shortly")
+            message = f"the server is busy ({self.pending} images being decoded); try again shortly"
+            raise RequestFailed(Reason.QUEUE_FULL, message)
         self.pending += 1
         self.pending_bytes += len(data)
         try:
-            ok, value, message = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _work, data, self.max_pixels
-            )
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, _work, data, self.max_pixels)
         except BrokenProcessPool:
             # A worker died (e.g. killed for memory on a hostile file): replace the pool, fail this one.
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            message = "the image could not be decoded (the worker crashed)"
-            raise ImageRejected(Reason.UNREADABLE_IMAGE.value, message) from None
+            message = "the image could not be read (send a PNG or JPEG photo of one digit): the worker crashed"
+            raise RequestFailed(Reason.UNREADABLE_IMAGE, message) from None
         finally:
             self.pending -= 1
             self.pending_bytes -= len(data)
-        if not ok:
-            raise ImageRejected(str(value), message)
-        return value  # type: ignore[return-value]
+        if isinstance(result, RequestFailed):
+            raise result
+        return result
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -16,40 +16,29 @@ from digits.v1.errors import Reason, rich_status
 
 from model.shape import PIXELS_LEN
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from server.failures import RequestFailed
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
-from server.preprocess_pool import ImageRejected, PreprocessPool
+from server.preprocess_pool import PreprocessPool
 
 log = logging.getLogger(__name__)
 
 
-class RpcFailure(Exception):
-    """A failure with its gRPC code and ErrorInfo reason, raised inside the servicer."""
-
-    def __init__(self, code: grpc.StatusCode, reason: Reason | str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, str(reason), message
+def no_input() -> RequestFailed:
+    return RequestFailed(Reason.NO_INPUT, "empty request: set `image` (a file) or `pixels` (784 bytes)")
 
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
+def not_ready() -> RequestFailed:
+    return RequestFailed(Reason.NOT_READY, "the model is still loading; try again shortly")
 
 
-def no_input() -> RpcFailure:
-    return RpcFailure(INVALID, Reason.NO_INPUT, "empty request: set `image` (a file) or `pixels` (784 bytes)")
-
-
-def not_ready() -> RpcFailure:
-    return RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.NOT_READY, "the model is still loading; try again shortly")
-
-
-def shutting_down() -> RpcFailure:
-    return RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.SHUTTING_DOWN, "the server is shutting down")
+def shutting_down() -> RequestFailed:
+    return RequestFailed(Reason.SHUTTING_DOWN, "the server is shutting down")
 
 
 def _checked_pixels(pixels: bytes) -> bytes:
     if len(pixels) != PIXELS_LEN:
-        raise RpcFailure(
-            INVALID,
+        raise RequestFailed(
             Reason.BAD_PIXELS,
             f"`pixels` must be exactly {PIXELS_LEN} bytes (28x28, row-major, 0 = background, 255 = ink), "
             f"got {len(pixels)}",
@@ -59,21 +48,21 @@ def _checked_pixels(pixels: bytes) -> bytes:
 
 @contextlib.contextmanager
 def _batcher_failures() -> Iterator[None]:
-    """The batcher's and the model process's exceptions, as the statuses callers see."""
+    """The batcher's and the model process's exceptions, as RequestFailed."""
     try:
         yield
     except QueueFull as exc:
-        raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.QUEUE_FULL, str(exc)) from None
+        raise RequestFailed(Reason.QUEUE_FULL, str(exc)) from None
     except DeadlineExpired as exc:
-        raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DEADLINE_EXCEEDED, str(exc)) from None
+        raise RequestFailed(Reason.DEADLINE_EXCEEDED, str(exc)) from None
     except BatcherClosed:
         raise shutting_down() from None
     except InferenceUnavailable as exc:  # the model process died; retrying reaches its replacement
-        raise RpcFailure(grpc.StatusCode.UNAVAILABLE, Reason.UNAVAILABLE, str(exc)) from None
+        raise RequestFailed(Reason.UNAVAILABLE, str(exc)) from None
 
 
 class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
-    def __init__(self, metrics: Metrics, preprocessor: PreprocessPool | None = None) -> None:
+    def __init__(self, metrics: Metrics, preprocessor: PreprocessPool) -> None:
         self.metrics = metrics
         self.preprocessor = preprocessor
         self.batcher: Batcher | None = None  # set once the model is loaded and warm
@@ -95,7 +84,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         code = "OK"
         try:
             return await handler(request, context)
-        except RpcFailure as failure:
+        except RequestFailed as failure:  # the one place a failure becomes a status
             code = failure.code.name
             await context.abort_with_status(rich_status(failure.code, failure.reason, failure.message))
         except asyncio.CancelledError:
@@ -128,30 +117,30 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         batcher = self._ready_batcher()
         items = request.items
         if not items:
-            raise RpcFailure(INVALID, Reason.NO_INPUT, "empty batch: send at least one item")
+            raise RequestFailed(Reason.NO_INPUT, "empty batch: send at least one item")
         if len(items) > batcher.max_queue:
             message = f"{len(items)} items in one call; this server takes at most {batcher.max_queue}"
-            raise RpcFailure(INVALID, Reason.BATCH_TOO_LARGE, message)
+            raise RequestFailed(Reason.BATCH_TOO_LARGE, message)
         # Each item: its 784 pixels, or the failure Predict would have given it. Pixel items are
         # checked in place; the rest (images, empty items) go through `_pixels` side by side.
-        outcomes: list[bytes | RpcFailure | None] = [None] * len(items)
+        outcomes: list[bytes | RequestFailed | None] = [None] * len(items)
         pending: dict[int, asyncio.Future] = {}
         for i, item in enumerate(items):
             if item.WhichOneof("input") == "pixels":
                 try:
                     outcomes[i] = _checked_pixels(item.pixels)
-                except RpcFailure as failure:
+                except RequestFailed as failure:
                     outcomes[i] = failure
             else:
                 pending[i] = asyncio.ensure_future(self._pixels(item))
         if pending:
             done = await asyncio.gather(*pending.values(), return_exceptions=True)
             for i, result in zip(pending, done, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, RpcFailure):
+                if isinstance(result, BaseException) and not isinstance(result, RequestFailed):
                     raise result
                 outcomes[i] = result
         for outcome in outcomes:  # a busy pool concerns the whole call, like a full queue
-            if isinstance(outcome, RpcFailure) and outcome.code != INVALID:
+            if isinstance(outcome, RequestFailed) and not outcome.per_item:
                 raise outcome
         good = [i for i, o in enumerate(outcomes) if isinstance(o, bytes)]
         with _batcher_failures():
@@ -160,8 +149,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         for i, (digit, confidence, probabilities) in zip(good, rows, strict=True):
             results[i].prediction.CopyFrom(self._response(outcomes[i], digit, confidence, probabilities))
         for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, RpcFailure):
-                results[i].error.reason, results[i].error.message = outcome.reason, outcome.message
+            if isinstance(outcome, RequestFailed):
+                results[i].error.reason, results[i].error.message = outcome.reason.value, outcome.message
         return digits_pb2.PredictBatchResponse(results=results)
 
     async def _pixels(self, request: digits_pb2.PredictRequest) -> bytes:
@@ -185,20 +174,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
 
     async def _decode(self, data: bytes) -> bytes:
         if not data:
-            raise RpcFailure(INVALID, Reason.UNREADABLE_IMAGE, "the image is empty")
-        if self.preprocessor is None:
-            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, Reason.INTERNAL, "this server accepts only `pixels`")
-        try:
-            return await self.preprocessor(data)
-        except ImageRejected as exc:
-            message = exc.message
-            if exc.reason == Reason.UNREADABLE_IMAGE:
-                message = f"the image could not be read (send a PNG or JPEG photo of one digit): {exc.message}"
-            elif exc.reason == Reason.IMAGE_TOO_LARGE:
-                message = f"the image is too large: {exc.message}"
-            raise RpcFailure(INVALID, exc.reason, message) from None
-        except OverflowError as exc:
-            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.QUEUE_FULL, str(exc)) from None
+            raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
+        return await self.preprocessor(data)
 
     async def Ping(self, request: digits_pb2.PingRequest, context: grpc.aio.ServicerContext):
         start = time.perf_counter()

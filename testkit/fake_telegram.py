@@ -65,6 +65,10 @@ class FakeTelegram:
         self.hold_updates = False
         self.held: list[dict[str, Any]] = []
         self.fail_chats: set[int] = set()  # send* calls to these chats fail like a deleted chat would
+        # Telegram's flood control for groups: (max sends, per seconds) per group chat; more gets a 429 RetryAfter.
+        self.group_flood_limit: tuple[int, float] | None = None
+        self.flooded: list[Call] = []  # the send* calls answered with 429 (not in `calls`)
+        self._group_sends: dict[int, list[float]] = {}
         self._updates: list[dict[str, Any]] = []
         self._files: dict[str, tuple[str, bytes, int | None]] = {}
         self._ids = itertools.count(1)
@@ -287,6 +291,12 @@ class FakeTelegram:
         handler = getattr(self, f"api_{method}", None)
         if handler is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        if method.startswith("send") and self._over_group_limit(params.get("chat_id")):
+            with self._lock:
+                self.flooded.append(Call(method, params, files, time.perf_counter()))
+            retry_after = max(1, round(self.group_flood_limit[1]))  # type: ignore[index]
+            return web.json_response({"ok": False, "error_code": 429, "description": "Too Many Requests: retry after "
+                                      f"{retry_after}", "parameters": {"retry_after": retry_after}}, status=429)
         if method != "getUpdates":
             with self._lock:
                 self.calls.append(Call(method, params, files, time.perf_counter()))
@@ -309,6 +319,20 @@ class FakeTelegram:
         if not found:
             return web.Response(status=404)
         return web.Response(body=found[0], content_type="application/octet-stream")
+
+    def _over_group_limit(self, chat: Any) -> bool:
+        """Count a send to a group chat (negative id) in a sliding window; True when it is over the limit."""
+        if self.group_flood_limit is None or chat is None or int(chat) >= 0:
+            return False
+        limit, period = self.group_flood_limit
+        now = time.monotonic()
+        with self._lock:
+            sends = [t for t in self._group_sends.get(int(chat), []) if now - t < period]
+            over = len(sends) >= limit
+            if not over:
+                sends.append(now)
+            self._group_sends[int(chat)] = sends
+        return over
 
     def _me(self) -> dict[str, Any]:
         return {"id": BOT_ID, "is_bot": True, "first_name": "Digits", "username": BOT_USERNAME,

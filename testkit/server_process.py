@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from client.health import health_status
+
+__all__ = ["ServerProcess", "free_port", "health_status"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,19 +25,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def health_status(target: str, service: str = "", timeout: float = 1.0, credentials=None) -> str:
-    """The server's health status name (SERVING, NOT_SERVING, ...) or UNREACHABLE."""
-    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-    with channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 class ServerProcess:

@@ -17,8 +17,9 @@ import pytest_asyncio
 from discord.gateway import DiscordWebSocket
 from PIL import Image
 
-from bots.core import NO_DIGIT_TEXT, NOT_IMAGE_TEXT, UNAVAILABLE_TEXT, Recognizer
+from bots.core import Recognizer
 from bots.discord_bot import NO_IMAGE_TEXT, DiscordConfig, serve
+from bots.replies import NO_DIGIT_TEXT, NOT_IMAGE_TEXT, UNAVAILABLE_TEXT
 from client import DigitsClient
 from testkit.fake_discord import (
     CALLBACK_CHANNEL_MESSAGE,

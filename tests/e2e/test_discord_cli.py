@@ -89,3 +89,23 @@ async def test_serves_from_env_and_stops_on_sigterm(tmp_path, digits_server, dig
 async def test_bad_guild_id_is_a_clear_error(tmp_path, guild):
     rc, _, err = await run([], bot_env(tmp_path, DISCORD_BOT_TOKEN=TOKEN, DISCORD_GUILD_ID=guild), tmp_path)
     assert rc == 2 and "DISCORD_GUILD_ID" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "named"),
+    [
+        ({"DIGITS_RATE_LIMIT": "0"}, [], "DIGITS_RATE_LIMIT"),
+        ({"DIGITS_RATE_LIMIT": "abc"}, [], "DIGITS_RATE_LIMIT"),
+        ({"DISCORD_SHARD_COUNT": "many"}, [], "DISCORD_SHARD_COUNT"),
+        ({"DISCORD_MESSAGE_CONTENT": "perhaps"}, [], "DISCORD_MESSAGE_CONTENT"),
+        ({"DISCORD_GATEWAY_URL": "gateway.discord.gg"}, [], "DISCORD_GATEWAY_URL"),
+        ({"LOG_LEVEL": "LOUD"}, [], "LOG_LEVEL"),
+        ({}, ["--guild-id", "abc"], "--guild-id"),
+        ({}, ["--log-level", "chatty"], "--log-level"),
+    ],
+)
+async def test_bad_setting_exits_2_with_one_line(tmp_path, env, args, named):
+    rc, out, err = await run(args, bot_env(tmp_path, DISCORD_BOT_TOKEN=TOKEN, **env), tmp_path)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and named in lines[0], err[-2000:]
+    assert lines[0].startswith("digits-discord: error:") and TOKEN not in err + out and "Traceback" not in err

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from server.inference_process import InferenceProcess, InferenceUnavailable
+from server.model_protocol import ModelSettings
 from server.model_runner import ModelRunner
 
 
@@ -27,7 +28,7 @@ def images(mnist_test):
 
 def test_answers_are_the_in_process_model_s(shipped_model_path, images):
     expected = ModelRunner(shipped_model_path, "cpu", threads=1).predict(images.tobytes(), len(images))
-    process = InferenceProcess(shipped_model_path, "cpu", threads=1, warm_to=8)
+    process = InferenceProcess(ModelSettings(shipped_model_path, "cpu", threads=1, warm_to=8))
     try:
         assert process.info.runtime == "torchscript" and process.version.startswith("digits-encoder")
         got = process.predict(images.tobytes(), len(images))
@@ -38,7 +39,7 @@ def test_answers_are_the_in_process_model_s(shipped_model_path, images):
 
 
 def test_a_hung_model_process_is_stopped_and_replaced(shipped_model_path, images):
-    process = InferenceProcess(shipped_model_path, "cpu", threads=1, warm_to=8, batch_timeout=1.0)
+    process = InferenceProcess(ModelSettings(shipped_model_path, "cpu", threads=1, warm_to=8), batch_timeout=1.0)
     try:
         before = process.predict(images[:4].tobytes(), 4)
         hung = process.pid
@@ -57,11 +58,11 @@ def test_start_up_failure_is_one_clear_error(tmp_path):
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(InferenceUnavailable, match="not a readable safetensors checkpoint"):
-        InferenceProcess(bad, "cpu", threads=1)
+        InferenceProcess(ModelSettings(bad, "cpu", threads=1))
 
 
 def test_close_ends_the_child(shipped_model_path):
-    process = InferenceProcess(shipped_model_path, "cpu", threads=1, warm_to=1)
+    process = InferenceProcess(ModelSettings(shipped_model_path, "cpu", threads=1, warm_to=1))
     pid = process.pid
     assert alive(pid)
     process.close()

@@ -16,8 +16,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from bots import core
-from bots.core import CoreConfig, protect_secrets
+from bots import replies as core
+from bots.config import CoreConfig
+from bots.redact import protect_secrets
 from bots.telegram_bot import DOWNLOAD_FAILED, RECOGNIZER_KEY, STATIC_STICKERS_ONLY, build_application
 from client import DigitsClient
 from testkit.fake_telegram import BOT_USERNAME, FakeTelegram
@@ -49,7 +50,7 @@ async def bot(fake, digits_server):
     yield app
     await app.updater.stop()
     await app.stop()
-    await app.bot_data[RECOGNIZER_KEY].client.close()
+    await app.bot_data[RECOGNIZER_KEY].close()
     await app.shutdown()
 
 

@@ -163,3 +163,88 @@ def test_supervisor_restarts_a_crashing_bot_with_backoff_but_not_a_misconfigured
     assert out.count("restarted the crashy bot") == 2
     assert out.count("the tokenless bot exited with code 2; not restarting it") == 1
     assert "digits server exited" not in out
+
+
+def one_line_error(result: subprocess.CompletedProcess, named: str) -> str:
+    """The process exited 2 with exactly one line on stderr that names the setting; returns that line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "named"),
+    [
+        ({"DIGITS_RATE_LIMIT": "0"}, [], "DIGITS_RATE_LIMIT"),
+        ({"DIGITS_RATE_LIMIT": "-1"}, [], "DIGITS_RATE_LIMIT"),
+        ({"DIGITS_RATE_LIMIT": "abc"}, [], "DIGITS_RATE_LIMIT"),
+        ({"DIGITS_RATE_WINDOW": "0"}, [], "DIGITS_RATE_WINDOW"),
+        ({"DIGITS_MAX_BYTES": "10MB"}, [], "DIGITS_MAX_BYTES"),
+        ({"DIGITS_LOW_CONFIDENCE": "80"}, [], "DIGITS_LOW_CONFIDENCE"),
+        ({"DIGITS_TIMEOUT": "never"}, [], "DIGITS_TIMEOUT"),
+        ({"DIGITS_REDIS_URL": "localhost"}, [], "DIGITS_REDIS_URL"),
+        ({"LOG_LEVEL": "LOUD"}, [], "LOG_LEVEL"),
+        ({"TELEGRAM_API_URL": "api.telegram.org"}, [], "TELEGRAM_API_URL"),
+        ({"TELEGRAM_BOT_TOKEN": "not a token"}, [], "TELEGRAM_BOT_TOKEN"),
+        ({"TELEGRAM_WEBHOOK_SECRET": "has spaces!"}, [], "TELEGRAM_WEBHOOK_SECRET"),
+        ({}, ["--port", "70000"], "--port"),
+        ({}, ["--log-level", "chatty"], "--log-level"),
+        ({}, ["--webhook-url", "example.com/hook"], "--webhook-url"),
+        ({}, ["--webhook-url", "http://example.com/hook"], "--webhook-url"),  # Telegram itself wants HTTPS
+        ({}, ["--webhook-url", "https://example.com/hook", "--url-path", "a b"], "--url-path"),
+    ],
+)
+def test_bad_setting_exits_2_with_one_line(tmp_path, env, args, named):
+    env = clean_env(**{"TELEGRAM_BOT_TOKEN": "123:abc", **env})
+    result = subprocess.run([BIN / "digits-telegram", *args], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path, env=env)
+    line = one_line_error(result, named)
+    assert line.startswith("digits-telegram: error:") and "123:abc" not in line
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "named"),
+    [
+        ({"TELEGRAM_BOT_TOKEN": "123:abc", "DIGITS_RATE_LIMIT": "abc"}, [], "DIGITS_RATE_LIMIT"),
+        ({"TELEGRAM_BOT_TOKEN": "123:abc", "TELEGRAM_WEBHOOK_SECRET": "not ok"}, [], "TELEGRAM_WEBHOOK_SECRET"),
+        ({"DISCORD_BOT_TOKEN": "abc", "DISCORD_SHARD_COUNT": "0"}, [], "DISCORD_SHARD_COUNT"),
+        ({}, ["--port", "http"], "--port"),
+        ({}, ["--metrics-port", "-1"], "--metrics-port"),
+        ({}, ["--startup-timeout", "0"], "--startup-timeout"),
+        ({}, ["--model", "missing.safetensors"], "--model"),
+    ],
+)
+def test_digits_run_checks_every_setting_before_starting_anything(tmp_path, env, args, named):
+    """A bad setting stops digits-run at once (exit 2, one line): no server is started, no bot restarted forever."""
+    started = time.monotonic()
+    result = subprocess.run([BIN / "digits-run", "--port", str(free_port()), *args], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env=clean_env(**env))
+    one_line_error(result, named)
+    assert "starting the digits server" not in result.stdout and time.monotonic() - started < 30
+
+
+def test_digits_run_does_not_restart_a_bot_that_exits_with_a_config_error(tmp_path):
+    """A token Telegram rejects passes the start-up checks; the bot then exits 2, and digits-run says so once
+    and keeps serving instead of restarting it forever."""
+    log_path = tmp_path / "digits-run.log"
+    with FakeTelegram() as fake, log_path.open("w") as log:
+        env = clean_env(TELEGRAM_BOT_TOKEN="999:rejected-token", TELEGRAM_API_URL=fake.root)
+        run = subprocess.Popen([BIN / "digits-run", "--port", str(free_port()), "--metrics-port", "0"],
+                               cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "not restarting it" not in log_path.read_text():
+                assert run.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            time.sleep(3.0)  # a restart (backoff 1 s) would show up in this time
+            assert run.poll() is None, "digits-run must keep the server running"
+        finally:
+            run.send_signal(signal.SIGINT)
+            code = run.wait(60)
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    assert output.count("the telegram bot exited with code 2; not restarting it") == 1
+    assert "restarted the telegram bot" not in output and "configuration error" in output
+    assert "rejected TELEGRAM_BOT_TOKEN" in output and "rejected-token" not in output

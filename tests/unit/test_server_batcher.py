@@ -133,7 +133,8 @@ async def test_preprocessing_pool_bounds_pending_bytes_and_maps_reasons(digit_sa
 
     from PIL import Image
 
-    from server.preprocess_pool import ImageRejected, PreprocessPool
+    from server.failures import RequestFailed
+    from server.preprocess_pool import PreprocessPool
 
     buf = io.BytesIO()
     Image.fromarray(255 - digit_samples[5][0]).resize((280, 280)).save(buf, "PNG")
@@ -141,8 +142,9 @@ async def test_preprocessing_pool_bounds_pending_bytes_and_maps_reasons(digit_sa
     pool = PreprocessPool(workers=1, max_pending_bytes=len(png) + 10)
     try:
         outcomes = await asyncio.gather(pool(png), pool(png), return_exceptions=True)
-        assert len(outcomes[0]) == 784 and isinstance(outcomes[1], OverflowError), outcomes
-        with pytest.raises(ImageRejected) as info:
+        assert len(outcomes[0]) == 784 and isinstance(outcomes[1], RequestFailed), outcomes
+        assert outcomes[1].reason == "QUEUE_FULL" and outcomes[1].code.name == "RESOURCE_EXHAUSTED"
+        with pytest.raises(RequestFailed) as info:
             await pool(b"not an image at all")
         assert info.value.reason == "UNREADABLE_IMAGE"
         assert pool.pending == 0 and pool.pending_bytes == 0

@@ -1,0 +1,70 @@
+"""What the server process and its model process say to each other, in one place (no torch here).
+
+The parent (`server/inference_process.py`) starts a child with a `ModelSettings`; the child builds
+a `ModelRunner` (`server/model_runner.py`) from it and reports `ModelInfo`. Then, per batch, the
+parent sends the joined 784-byte images and the child answers with one reply: `encode_reply` packs
+the runner's arrays, `rows` turns them into the batcher's per-request rows. Both modules import
+this one and never each other.
+
+To add a message (a model reload, say), add a kind here and handle it in the child's loop; the
+batch message stays a bare byte string so the hot path costs no extra framing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.shape import NUM_CLASSES
+
+Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for one request
+
+OK, ERROR = b"\x00", b"\x01"  # first byte of a reply
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything the model process needs to build its runner; sent to the child once, at start."""
+
+    path: Path | str | None = None  # None: model.checkpoint.DEFAULT_CHECKPOINT
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    threads: int | None = None  # CPU intra-op threads; None: cores - 1
+    graph: bool = True  # a frozen TorchScript graph when its logits equal eager's
+    warm_to: int = 64  # warm every power-of-two batch size up to this one
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the child reports once its model is loaded and warm."""
+
+    version: str
+    device: str
+    runtime: str  # "torchscript" or "eager"
+    threads: int | None  # intra-op CPU threads; None on an accelerator
+
+
+def rows(digits: np.ndarray, probs: np.ndarray) -> list[Row]:
+    """The one place arrays become per-request rows: digits (n,) and probabilities (n, 10)."""
+    n = len(digits)
+    conf = probs[np.arange(n), digits]
+    return list(zip(digits.tolist(), conf.tolist(), probs.tolist(), strict=True))
+
+
+def encode_reply(digits: np.ndarray, probs: np.ndarray) -> bytes:
+    """A batch's answer as bytes for the pipe: OK, n digit bytes, n x 10 float32."""
+    return OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes()
+
+
+def encode_error(exc: BaseException) -> bytes:
+    return ERROR + f"{type(exc).__name__}: {exc}".encode()
+
+
+def decode_reply(reply: bytes, n: int) -> list[Row]:
+    """The rows of an OK reply; a RuntimeError with the child's message for an ERROR reply."""
+    if reply[:1] == ERROR:
+        raise RuntimeError(f"inference failed: {reply[1:].decode(errors='replace')}")
+    digits = np.frombuffer(reply, dtype=np.uint8, count=n, offset=1)
+    probs = np.frombuffer(reply, dtype=np.float32, offset=1 + n).reshape(n, NUM_CLASSES)
+    return rows(digits, probs)
