@@ -110,8 +110,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         batcher = self._ready_batcher()
         pixels = await self._pixels(request)
         with _batcher_failures():
-            digit, confidence, probabilities = await batcher.submit(pixels, context.time_remaining())
-        return self._response(pixels, digit, confidence, probabilities)
+            row = await batcher.submit(pixels, context.time_remaining())
+        return self._response(pixels, *row)
 
     async def _predict_batch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         batcher = self._ready_batcher()
@@ -146,8 +146,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         with _batcher_failures():
             rows = await batcher.submit_many([outcomes[i] for i in good], context.time_remaining()) if good else []
         results = [digits_pb2.PredictResult() for _ in items]
-        for i, (digit, confidence, probabilities) in zip(good, rows, strict=True):
-            results[i].prediction.CopyFrom(self._response(outcomes[i], digit, confidence, probabilities))
+        for i, row in zip(good, rows, strict=True):
+            results[i].prediction.CopyFrom(self._response(outcomes[i], *row))
         for i, outcome in enumerate(outcomes):
             if isinstance(outcome, RequestFailed):
                 results[i].error.reason, results[i].error.message = outcome.reason.value, outcome.message
@@ -162,13 +162,13 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         raise no_input()
 
     def _response(
-        self, pixels: bytes, digit: int, confidence: float, probabilities: list[float]
+        self, pixels: bytes, digit: int, confidence: float, probabilities: list[float], version: str | None = None
     ) -> digits_pb2.PredictResponse:
         return digits_pb2.PredictResponse(
             digit=digit,
             confidence=confidence,
             probabilities=probabilities,
-            model_version=self.model_version,
+            model_version=version or self.model_version,  # the model that computed it (a reload may follow)
             pixels=pixels,
         )
 
