@@ -114,3 +114,27 @@ async def test_a_replica_that_goes_away_costs_no_failed_call(shipped_model_path,
     finally:
         for s in servers:
             s.close()
+
+
+async def test_connections_closed_by_max_connection_age_cost_no_call(shipped_model_path, mnist_test):
+    """--max-connection-age makes DNS clients reconnect (and so look the name up again): the calls
+    in flight when the server closes a connection still get their answers."""
+    images = [img.tobytes() for img in mnist_test.images[:32].numpy()]
+    with ServerProcess(shipped_model_path, ["--workers", "1", "--max-connection-age", "0.5"]) as server:
+        answered, failed = 0, []
+        async with DigitsClient(f"dns:///localhost:{server.port}", timeout=10) as client:
+            deadline = asyncio.get_running_loop().time() + 4.0
+
+            async def user(k: int) -> None:
+                nonlocal answered
+                while asyncio.get_running_loop().time() < deadline:
+                    try:
+                        await client.predict_pixels(images[k])
+                        answered += 1
+                    except ServerUnavailable as exc:
+                        failed.append(exc)
+
+            await asyncio.gather(*(user(k) for k in range(8)))
+        assert not failed, f"{len(failed)} failed calls, first: {failed[0]!r}"
+        assert answered > 100
+        assert "Traceback" not in server.log()
