@@ -165,6 +165,10 @@ async def reload_under_load(images: list[bytes], phase: float, users: int) -> No
         print(f"p99 before: {p99_before:.1f} ms ({len(before)} calls); during the switch: {p99_during:.1f} ms "
               f"({len(during)} calls); ratio {p99_during / p99_before:.2f}x (target <= 2x)")
         print(f"p50 before {percentile(before, 50):.1f} ms, during {percentile(during, 50):.1f} ms")
+        loading = [r.seconds * 1000 for r in load.records if hup_at <= r.end < switched_at and not r.error]
+        after = [r.seconds * 1000 for r in load.records if switched_at <= r.end <= switched_at + 1.0 and not r.error]
+        print(f"of which: while the new model loads p99 {percentile(loading, 99):.1f} ms ({len(loading)} calls), "
+              f"first second after the switch p99 {percentile(after, 99):.1f} ms ({len(after)} calls)")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
