@@ -3,9 +3,11 @@
 Real parts only: the `digits-telegram` process (python-telegram-bot, long polling), a real digits
 server with the shipped model, and the fake Bot API from tests/ on 127.0.0.1. Both timestamps are
 taken inside the fake API, so the figure covers getFile, the download, the gRPC call and the reply.
-Updates are sent one at a time (latency, not throughput). Target: p50 <= 150 ms.
+Updates are sent one at a time (latency, not throughput), at most `--rate` per second: the bot's
+outgoing flood control holds replies to Telegram's 30 messages/s, so a faster loop would measure that
+queue rather than the bot. Target: p50 <= 150 ms.
 
-    .venv/bin/python benchmarks/telegram_latency.py [--updates 100] [--warmup 10] [--target HOST:PORT]
+    .venv/bin/python benchmarks/telegram_latency.py [--updates 100] [--warmup 10] [--rate 20] [--target HOST:PORT]
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", help="use a running digits server instead of starting one")
     parser.add_argument("--noise", type=float, default=8.0, help="grain std-dev in grey levels (0: clean)")
     parser.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="at most this many updates per second (default 20, under Telegram's 30 messages/s)")
     args = parser.parse_args(argv)
 
     server = None
@@ -84,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(fake, bot)
             latencies: list[float] = []
             digits_named = 0
+            next_at = time.monotonic()
             for i in range(args.warmup + args.updates):
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = time.monotonic() + 1.0 / args.rate
                 update_id, message_id = fake.photo(photos[i % len(photos)], chat_id=42, user_id=42)
                 reply = fake.wait_for_sync("sendMessage", reply_to=message_id)
                 if i >= args.warmup:

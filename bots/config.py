@@ -135,7 +135,8 @@ def parse_url(raw: str, name: str, schemes: tuple[str, ...]) -> str:
     """A URL with one of `schemes` and a host (the value itself is not echoed: it may embed a password)."""
     try:
         parts = urlsplit(raw)
-        ok = parts.scheme in schemes and bool(parts.hostname) and " " not in raw
+        where = parts.path if parts.scheme == "unix" else parts.hostname  # unix:///run/redis.sock has no host
+        ok = parts.scheme in schemes and bool(where) and " " not in raw
         if parts.port is not None:
             ok = ok and 0 < parts.port < 65536
     except ValueError:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from bots.answer import Answer, Outcome
+from bots.chatstate import ChatState, MemoryChatState
 from bots.config import CoreConfig
 from bots.ratelimit import InMemoryRateLimiter, RateLimiter
 from bots.replies import HELP_TEXT, LOW_CONFIDENCE_HINT
@@ -207,8 +208,21 @@ def make_client(config: CoreConfig) -> DigitsClient:
 
 
 def make_limiter(config: CoreConfig) -> RateLimiter:
-    """Shared through Redis when DIGITS_REDIS_URL is set, else kept in this process."""
+    """Shared through Redis when DIGITS_REDIS_URL is set (across replicas), else kept in this process."""
+    if config.redis_url:
+        from bots.redis_store import RedisRateLimiter, connect
+
+        return RedisRateLimiter(connect(config.redis_url), config.rate, config.per_seconds)
     return InMemoryRateLimiter(config.rate, config.per_seconds)
+
+
+def make_chat_state(config: CoreConfig) -> ChatState:
+    """Per-chat switches and once-per-period notices: in Redis with DIGITS_REDIS_URL, else in this process."""
+    if config.redis_url:
+        from bots.redis_store import RedisChatState, connect
+
+        return RedisChatState(connect(config.redis_url))
+    return MemoryChatState()
 
 
 def make_recognizer(config: CoreConfig, client: DigitsClient | None = None) -> Recognizer:

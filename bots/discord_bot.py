@@ -256,11 +256,29 @@ class DigitsBot(discord.Client):
             log.exception("could not reply to message %s", message.id)
 
 
+class ShardedDigitsBot(DigitsBot, discord.AutoShardedClient):
+    """DigitsBot over discord.py's AutoShardedClient: `shard_count` gateway sessions in this process.
+
+    Why: Discord requires sharding from 2,500 guilds on, and spreads guilds over the shards itself.
+    The per-user rate limit holds across shards as it is one Recognizer (and across processes with
+    DIGITS_REDIS_URL)."""
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("shard %d of %s ready", shard_id, self.shard_count)
+
+
+def make_bot(recognizer: Recognizer, config: DiscordConfig, **options) -> DigitsBot:
+    """A DigitsBot, auto-sharded when DISCORD_SHARD_COUNT (config.shard_count) is set."""
+    if config.shard_count is not None:
+        return ShardedDigitsBot(recognizer, config, shard_count=config.shard_count, **options)
+    return DigitsBot(recognizer, config, **options)
+
+
 async def serve(config: DiscordConfig, recognizer: Recognizer, **options) -> None:
     """Run the bot until cancelled; without the message-content intent if Discord refuses it."""
     point_discord_py_at(config.api_base, config.gateway_url)
     while True:
-        bot = DigitsBot(recognizer, config, **options)
+        bot = make_bot(recognizer, config, **options)
         try:
             async with bot:
                 await bot.start(config.token)

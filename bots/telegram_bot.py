@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from telegram.ext import (
 )
 
 from bots.answer import Answer, Outcome
+from bots.chatstate import ChatState
 from bots.config import (
     EXIT_CONFIG,
     ConfigError,
@@ -47,7 +47,7 @@ from bots.config import (
     parse_url,
     port,
 )
-from bots.core import Attachment, DownloadFailed, FileTooLarge, Recognizer, make_recognizer
+from bots.core import Attachment, DownloadFailed, FileTooLarge, Recognizer, make_chat_state, make_recognizer
 from bots.redact import protect_secrets
 from bots.replies import NOT_STILL_TEXT, plain_text
 
@@ -56,8 +56,9 @@ log = logging.getLogger("bots.telegram")
 PROG = "digits-telegram"
 DEFAULT_API_URL = "https://api.telegram.org"
 RECOGNIZER_KEY = "recognizer"
-SEEN_KEY = "send_seen"
-FLOOD_NOTICE_KEY = "flood_notice_at"
+STATE_KEY = "chat_state"  # shared across webhook replicas through Redis when DIGITS_REDIS_URL is set
+SEEN_KEY = "seen"
+FLOOD_NOTICE_KEY = "flood-notice"
 FLOOD_NOTICE_EVERY = 10.0  # seconds: one polite notice per flood, not one per flooded message
 STATIC_STICKERS_ONLY = NOT_STILL_TEXT
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
@@ -178,11 +179,15 @@ async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def on_seen(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/seen toggles (or `/seen on|off` sets) sending the model's-eye image for this chat."""
     message = update.effective_message
-    if message is None or context.chat_data is None:
+    if message is None:
         return
+    state: ChatState = context.bot_data[STATE_KEY]
+    key = f"{SEEN_KEY}:telegram:{message.chat_id}"
     arg = (context.args or [""])[0].lower()
-    enabled = {"on": True, "off": False}.get(arg, not context.chat_data.get(SEEN_KEY, False))
-    context.chat_data[SEEN_KEY] = enabled
+    enabled = {"on": True, "off": False}.get(arg)
+    if enabled is None:
+        enabled = not await state.get_flag(key)
+    await state.set_flag(key, enabled)
     if enabled:
         text = "Okay: with each answer I'll also send the 28x28 image the model saw. Send /seen again to stop."
     else:
@@ -229,21 +234,15 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     answer = await recognizer.handle(key, attachment, download, on_accepted=show_typing)
     for task in typing:
         await _settle(task)
+    state: ChatState = context.bot_data[STATE_KEY]
     if answer.outcome == Outcome.RATE_LIMITED:
-        await _notify_flood(message, context, answer)
+        # One notice per flood (per FLOOD_NOTICE_EVERY seconds, across replicas): replying to every message
+        # would be a flood too.
+        if await state.first_in(f"{FLOOD_NOTICE_KEY}:{key}", FLOOD_NOTICE_EVERY):
+            await send_answer(message, answer)
         return
-    with_seen = bool(context.chat_data and context.chat_data.get(SEEN_KEY))
+    with_seen = answer.seen_png is not None and await state.get_flag(f"{SEEN_KEY}:telegram:{message.chat_id}")
     await send_answer(message, answer, with_seen=with_seen)
-
-
-async def _notify_flood(message: Message, context: ContextTypes.DEFAULT_TYPE, answer: Answer) -> None:
-    """Answer a flood once per FLOOD_NOTICE_EVERY seconds: replying to every message would be a flood too."""
-    user_data = context.user_data if context.user_data is not None else {}
-    now = time.monotonic()
-    if now - user_data.get(FLOOD_NOTICE_KEY, -FLOOD_NOTICE_EVERY) < FLOOD_NOTICE_EVERY:
-        return
-    user_data[FLOOD_NOTICE_KEY] = now
-    await send_answer(message, answer)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -260,12 +259,26 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 IMAGE_FILTER = filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL
 
 
+class FloodControl(AIORateLimiter):
+    """PTB's AIORateLimiter for messages; chat actions ("typing...") pass unthrottled.
+
+    Why: Telegram's limits are on messages, and a typing indicator is cosmetic (we wait at most 1 s
+    for it). Throttled, it would spend half of the 30/s budget and delay the answers behind it."""
+
+    __slots__ = ()
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
+        if endpoint == "sendChatAction":
+            return await callback(*args, **kwargs)
+        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+
+
 def flood_control(*, max_retries: int = 2) -> AIORateLimiter:
     """Outgoing flood control at Telegram's published limits (30 messages/s overall, 20/min per group),
     so a busy group is answered a little later instead of earning a RetryAfter; should one come anyway
     (another replica sent to the same group), the request waits as told and is retried."""
-    return AIORateLimiter(overall_max_rate=30, overall_time_period=1, group_max_rate=20, group_time_period=60,
-                          max_retries=max_retries)
+    return FloodControl(overall_max_rate=30, overall_time_period=1, group_max_rate=20, group_time_period=60,
+                        max_retries=max_retries)
 
 
 def build_application(
@@ -289,6 +302,9 @@ def build_application(
         recognizer = app.bot_data.get(RECOGNIZER_KEY)
         if recognizer is not None:
             await recognizer.close()
+        state = app.bot_data.get(STATE_KEY)
+        if state is not None:
+            await state.close()
 
     builder = (
         ApplicationBuilder()
@@ -306,6 +322,7 @@ def build_application(
     app = builder.build()
     # The client opens its channel lazily on first use, so it can be built before the loop runs.
     app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
+    app.bot_data[STATE_KEY] = make_chat_state(config)
     app.add_handler(CommandHandler(["start", "help"], on_help))
     app.add_handler(CommandHandler("seen", on_seen))
     app.add_handler(MessageHandler(IMAGE_FILTER, on_image))

@@ -109,7 +109,7 @@ class FakeDiscord:
         self._attachments: dict[str, tuple[bytes, str]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._ready_sockets: list[web.WebSocketResponse] = []
-        self._seq = 0
+        self.dispatched: list[tuple[tuple[int, int], str]] = []  # (shard, event) of every dispatch, in order
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -238,6 +238,8 @@ class FakeDiscord:
     async def _dispatch_message(self, data: dict[str, Any]) -> None:
         dm = "guild_id" not in data
         for ws in list(self._ready_sockets):
+            if not self._owns(ws, data.get("guild_id")):
+                continue
             intents = getattr(ws, "intents", 0)
             if not intents & (INTENT_DIRECT_MESSAGES if dm else INTENT_GUILD_MESSAGES):
                 continue
@@ -369,19 +371,23 @@ class FakeDiscord:
             await ws.close(code=CLOSE_DISALLOWED_INTENTS, message=b"Disallowed intent(s).")
             return
         ws.intents = intents  # type: ignore[attr-defined]
-        self._seq = 0
+        ws.shard = tuple(data.get("shard") or (0, 1))  # type: ignore[attr-defined]
+        ws.seq = 0  # type: ignore[attr-defined]
+        owns_guild = self._owns(ws, str(self.guild_id))
         ready = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owns_guild else [],
             "session_id": f"session-{self.new_id()}",
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
         }
+        if data.get("shard"):
+            ready["shard"] = list(ws.shard)  # type: ignore[attr-defined]
         await self._dispatch(ws, "READY", ready)
-        if intents & INTENT_GUILDS:
+        if intents & INTENT_GUILDS and owns_guild:
             await self._dispatch(ws, "GUILD_CREATE", self._guild())
         self._ready_sockets.append(ws)
 
@@ -400,14 +406,28 @@ class FakeDiscord:
             "guild_scheduled_events": [], "joined_at": "2025-01-01T00:00:00+00:00",
         }
 
+    @staticmethod
+    def _owns(ws: web.WebSocketResponse, guild_id: str | None) -> bool:
+        """Discord's routing: a guild's events go to shard (guild_id >> 22) % shard_count, DMs to shard 0."""
+        shard_id, count = getattr(ws, "shard", (0, 1))
+        return (int(guild_id) >> 22) % count == shard_id if guild_id else shard_id == 0
+
+    @property
+    def ready_shards(self) -> list[tuple[int, int]]:
+        """(shard_id, shard_count) of each identified gateway session."""
+        return [getattr(ws, "shard", (0, 1)) for ws in self._ready_sockets]
+
     async def _dispatch(self, ws: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        await ws.send_json({"op": OP_DISPATCH, "t": event, "s": self._seq, "d": data})
+        ws.seq = getattr(ws, "seq", 0) + 1  # type: ignore[attr-defined]
+        self.dispatched.append((getattr(ws, "shard", (0, 1)), event))
+        await ws.send_json({"op": OP_DISPATCH, "t": event, "s": ws.seq, "d": data})  # type: ignore[attr-defined]
 
     async def _dispatch_all(self, event: str, data: dict[str, Any]) -> None:
-        if not self._ready_sockets:
+        """Send an event to the session(s) that own it: the guild's shard, or shard 0 for DMs."""
+        targets = [ws for ws in self._ready_sockets if self._owns(ws, data.get("guild_id"))]
+        if not targets:
             raise AssertionError("no bot is connected to the fake gateway")
-        for ws in list(self._ready_sockets):
+        for ws in targets:
             await self._dispatch(ws, event, data)
 
     async def disconnect_all(self, code: int = 4000) -> None:

@@ -65,7 +65,8 @@ class FakeTelegram:
         self.hold_updates = False
         self.held: list[dict[str, Any]] = []
         self.fail_chats: set[int] = set()  # send* calls to these chats fail like a deleted chat would
-        # Telegram's flood control for groups: (max sends, per seconds) per group chat; more gets a 429 RetryAfter.
+        # Telegram's flood control for groups: (max messages, per seconds) per group chat; more gets a 429
+        # RetryAfter. Chat actions (typing) are not messages and are not counted.
         self.group_flood_limit: tuple[int, float] | None = None
         self.flooded: list[Call] = []  # the send* calls answered with 429 (not in `calls`)
         self._group_sends: dict[int, list[float]] = {}
@@ -291,7 +292,7 @@ class FakeTelegram:
         handler = getattr(self, f"api_{method}", None)
         if handler is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
-        if method.startswith("send") and self._over_group_limit(params.get("chat_id")):
+        if method.startswith("send") and method != "sendChatAction" and self._over_group_limit(params.get("chat_id")):
             with self._lock:
                 self.flooded.append(Call(method, params, files, time.perf_counter()))
             retry_after = max(1, round(self.group_flood_limit[1]))  # type: ignore[index]

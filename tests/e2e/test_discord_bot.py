@@ -302,6 +302,35 @@ async def test_without_message_content_intent_and_guild_sync(digits_server, clea
         discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved  # the module's bot keeps its fake
 
 
+async def test_auto_sharded_client_answers_on_every_shard(digits_server, clear):
+    """DISCORD_SHARD_COUNT: one AutoShardedClient runs each shard's gateway session; the fake routes a guild's
+    events to shard (guild_id >> 22) % count and DMs to shard 0, as Discord does, and each is answered once."""
+    fake = await FakeDiscord(TOKEN).start()
+    count = next(n for n in range(2, 9) if (fake.guild_id >> 22) % n)  # the guild lands on a shard other than 0
+    guild_shard = (fake.guild_id >> 22) % count
+    client = DigitsClient(digits_server.target, timeout=5.0)
+    config = DiscordConfig(TOKEN, api_base=fake.api_base, gateway_url=None, guild_id=None, shard_count=count)
+    saved = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY  # process-wide in discord.py
+    task = asyncio.create_task(serve(config, Recognizer(client)))
+    try:
+        await fake.wait_until(lambda: len(fake.ready_shards) == count, 60, f"{count} shards to be READY")
+        assert sorted(fake.ready_shards) == [(i, count) for i in range(count)]
+        assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(i, count) for i in range(count)]
+        in_guild = await fake.invoke_slash("digit", fake.attachment(clear.data), user=fake.new_user())
+        assert_digit_embed(await fake.final_reply(in_guild), clear)
+        in_dm = await fake.invoke_slash("digit", fake.attachment(clear.data), dm=True, user=fake.new_user())
+        assert_digit_embed(await fake.final_reply(in_dm), clear)
+        await asyncio.sleep(0.3)
+        assert len(fake.replies_to(in_guild)) == 2 and len(fake.replies_to(in_dm)) == 2  # deferral + answer, once
+        interactions = [shard for shard, event in fake.dispatched if event == "INTERACTION_CREATE"]
+        assert interactions == [(guild_shard, count), (0, count)]
+    finally:
+        await _stop(task)
+        await client.close()
+        await fake.stop()
+        discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
 async def test_token_never_logged(fake, bot, logs):
     assert len(logs.lines) > 20  # the collector really saw the bot's debug logging
     assert not [line for line in logs.lines if TOKEN in line]

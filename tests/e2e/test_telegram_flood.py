@@ -14,13 +14,13 @@ import pytest
 from telegram.ext import AIORateLimiter
 
 from bots.config import CoreConfig
-from bots.telegram_bot import RECOGNIZER_KEY, build_application, flood_control
+from bots.telegram_bot import RECOGNIZER_KEY, FloodControl, build_application, flood_control
 from testkit.fake_telegram import BOT_USERNAME, FakeTelegram
 from testkit.photos import phone_photo
 
-BOT_RATE = 4  # sends per second per group the bot allows itself in this test
+BOT_RATE = 4  # messages per second per group the bot allows itself in this test
 FAKE_LIMIT = (2 * BOT_RATE, 1.0)  # what the fake tolerates: a leaky bucket of BOT_RATE/s stays well under it
-PHOTOS = 6  # each costs two sends (typing, reply): 12 sends, far over FAKE_LIMIT in a burst
+PHOTOS = 12  # one reply each: 12 messages, far over FAKE_LIMIT in a burst
 
 _groups = itertools.count(-9000, -1)
 
@@ -61,18 +61,19 @@ async def test_a_busy_group_earns_no_retry_after(digits_server, digit_samples):
         assert fake.flooded, "control: without flood control the burst should have earned a 429"
         fake.flooded.clear()
 
-        limiter = AIORateLimiter(overall_max_rate=30, overall_time_period=1, group_max_rate=BOT_RATE,
-                                 group_time_period=1, max_retries=0)
+        limiter = FloodControl(overall_max_rate=30, overall_time_period=1, group_max_rate=BOT_RATE,
+                               group_time_period=1, max_retries=0)
         group, mids = await burst(fake, digits_server, photo, rate_limiter=limiter)
         assert fake.flooded == []
         replies = [c for c in fake.sent("sendMessage", chat_id=group) if c.reply_to in mids]
         assert sorted(c.reply_to for c in replies) == sorted(mids)
         assert all("sure)" in str(c.params.get("text")) for c in replies)
+        assert len(fake.sent("sendChatAction", chat_id=group)) == PHOTOS  # typing: unthrottled, never refused
 
 
 def test_default_flood_control_uses_telegrams_published_limits():
     limiter = flood_control()
-    assert isinstance(limiter, AIORateLimiter)
+    assert isinstance(limiter, FloodControl) and isinstance(limiter, AIORateLimiter)
     assert (limiter._base_limiter.max_rate, limiter._base_limiter.time_period) == (30, 1)
     assert (limiter._group_max_rate, limiter._group_time_period, limiter._max_retries) == (20, 60, 2)
     app = build_application("1:x", config=CoreConfig())

@@ -262,3 +262,4 @@ def test_settings_parse_and_the_redis_password_is_never_echoed():
         core_config_from_env({"DIGITS_REDIS_URL": "http://:hunter2@cache:6379"})
     assert "hunter2" not in str(info.value)
     assert core_config_from_env({"DIGITS_RATE_LIMIT": "  "}).rate == 10  # empty means the default
+    assert core_config_from_env({"DIGITS_REDIS_URL": "unix:///run/redis.sock"}).redis_url == "unix:///run/redis.sock"
