@@ -323,10 +323,12 @@ def test_autoscaler_and_disruption_budget_target_the_server():
 
 
 def test_telegram_runs_in_webhook_mode_behind_its_service():
-    from bots.telegram_bot import parse_args
+    from bots.telegram_bot import check_webhook_args, parse_args, telegram_config_from_env
 
     c = container("digits-telegram")
     args = parse_args(expanded_args(c))
+    tokens = find("Secret", "digits-tokens")["stringData"]
+    check_webhook_args(args, telegram_config_from_env({**config_data(), **tokens}))
     assert args.webhook_url and args.webhook_url.startswith("https://"), "Telegram posts only to HTTPS webhooks"
     assert args.webhook_url.rstrip("/").endswith("/" + args.url_path)
     assert port_number(c, "webhook") == args.port
@@ -388,3 +390,18 @@ def test_every_environment_variable_is_one_the_code_reads():
                     assert ref["configMapKeyRef"]["key"] in config_data()
     assert asked == secret_keys(), "the Secret template holds exactly the tokens the pods ask for"
     assert secret_keys() <= every_program
+
+
+def test_the_settings_and_token_template_pass_the_bots_own_checks():
+    """Not only the names: the values in the ConfigMap (and the Secret template's shapes) are ones
+    the bots accept at start-up, where a bad one exits 2."""
+    from bots.config import core_config_from_env
+    from bots.discord_bot import discord_config_from_env
+    from bots.telegram_bot import telegram_config_from_env
+
+    tokens = find("Secret", "digits-tokens")["stringData"]
+    env = {**config_data(), **tokens}
+    core = core_config_from_env(env)
+    assert core.digits_server == config_data()["DIGITS_SERVER"] and core.redis_url == config_data()["DIGITS_REDIS_URL"]
+    assert discord_config_from_env(env).shard_count == int(config_data()["DISCORD_SHARD_COUNT"])
+    telegram_config_from_env(env)
