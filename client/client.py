@@ -16,7 +16,7 @@ import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, error_info
 
-from client.channel import channel_options, previous_attempts
+from client.channel import MAX_ATTEMPTS, channel_options, previous_attempts
 
 
 class DigitsError(Exception):
@@ -217,7 +217,11 @@ class DigitsClient:
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc)
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                # gRPC reports earlier attempts only when a server answered them; an UNAVAILABLE that
+                # reaches us otherwise means the retry policy ran out.
                 attempts = previous_attempts(exc.trailing_metadata()) + 1
+                if attempts == 1:
+                    attempts = min(self.retries + 1, MAX_ATTEMPTS)
                 error.message = f"{self.target} unavailable after {attempts} attempt(s): {error.message}"
                 error.args = (error.message,)
             raise error from None
