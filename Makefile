@@ -44,3 +44,4 @@ bench: $(STAMP)  ## the benchmark scripts (minutes; numbers printed side by side
 	$(BIN)/python benchmarks/server_bench.py
 	$(BIN)/python benchmarks/telegram_latency.py
 	$(BIN)/python benchmarks/discord_bench.py
+	$(BIN)/python benchmarks/feedback_loop.py

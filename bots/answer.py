@@ -37,3 +37,5 @@ class Answer:
     retry_after: float | None = None  # RATE_LIMITED: seconds until the user may send again
     limit_bytes: int | None = None  # TOO_LARGE: the size limit
     accepted: bool = True
+    pixels: bytes | None = None  # the 784-byte image the model saw: what a correction sends back
+    model_version: str | None = None

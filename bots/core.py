@@ -190,11 +190,12 @@ class Recognizer:
         """The facts of a prediction; below `low_confidence` they include the runner-up and a hint."""
         digit, conf = int(prediction.digit), float(prediction.confidence)
         png = seen_png(prediction.pixels)
+        seen = {"seen_png": png, "pixels": prediction.pixels, "model_version": prediction.model_version}
         if conf >= self.low_confidence:
-            return Answer(Outcome.DIGIT, digit=digit, confidence=conf, seen_png=png)
+            return Answer(Outcome.DIGIT, digit=digit, confidence=conf, **seen)
         other, other_conf = prediction.runner_up
         return Answer(Outcome.DIGIT, digit=digit, confidence=conf, runner_up=(int(other), float(other_conf)),
-                      hint=LOW_CONFIDENCE_HINT, seen_png=png)
+                      hint=LOW_CONFIDENCE_HINT, **seen)
 
     async def close(self) -> None:
         """Close the gRPC client and the limiter's connections."""

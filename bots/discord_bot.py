@@ -24,6 +24,7 @@ import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
+from bots import replies
 from bots.answer import Answer, Outcome
 from bots.config import (
     EXIT_CONFIG,
@@ -42,6 +43,18 @@ from bots.config import (
 )
 from bots.config import fail as config_fail
 from bots.core import Attachment, DownloadFailed, Recognizer, make_client, make_recognizer
+from bots.feedback import (
+    CHOICE_NOT_DIGIT,
+    CHOICE_RIGHT,
+    CHOICE_WRONG,
+    ID_PATTERN,
+    Feedback,
+    FeedbackConfig,
+    Result,
+    button_id,
+    feedback_config_from_env,
+)
+from bots.i18n import N_, Translate, english, translator
 from bots.redact import protect_secrets
 from bots.replies import plain_text
 
@@ -51,8 +64,12 @@ PROG = "digits-discord"
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
 SEEN_FILENAME = "seen.png"
-NO_IMAGE_TEXT = "I don't see an image there. Attach a photo of one handwritten digit."
-DOWNLOAD_FAILED_TEXT = "I couldn't download that attachment from Discord. Please try again."
+NO_IMAGE_TEXT = N_("I don't see an image there. Attach a photo of one handwritten digit.")
+DOWNLOAD_FAILED_TEXT = N_("I couldn't download that attachment from Discord. Please try again.")
+TITLE_SURE = N_("It's a {digit}")
+TITLE_UNSURE = N_("Probably a {digit}")
+CONFIDENCE_FIELD = N_("Confidence")
+RUNNER_UP_FIELD = N_("Runner-up")
 WORDING = {Outcome.DOWNLOAD_FAILED: DOWNLOAD_FAILED_TEXT}
 COLOURS = {
     Outcome.DIGIT: discord.Colour.green(),
@@ -110,27 +127,66 @@ def point_discord_py_at(api_base: str, gateway_url: str | None) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-def render(answer: Answer) -> dict:
+def render(answer: Answer, tr: Translate = english) -> dict:
     """Keyword arguments for send()/reply(): an embed for a digit, plain text for everything else."""
     if answer.outcome != Outcome.DIGIT or answer.digit is None:
-        return {"content": plain_text(answer, WORDING)}
+        return {"content": plain_text(answer, WORDING, tr)}
     confident = answer.runner_up is None
     embed = discord.Embed(
-        title=f"It's a {answer.digit}" if confident else f"Probably a {answer.digit}",
+        title=tr(TITLE_SURE if confident else TITLE_UNSURE).format(digit=answer.digit),
         colour=COLOURS[Outcome.DIGIT] if confident else discord.Colour.gold(),
     )
     if answer.confidence is not None:
-        embed.add_field(name="Confidence", value=f"{answer.confidence:.0%}", inline=True)
+        embed.add_field(name=tr(CONFIDENCE_FIELD), value=f"{answer.confidence:.0%}", inline=True)
     if answer.runner_up is not None:
         other, other_conf = answer.runner_up
-        embed.add_field(name="Runner-up", value=f"{other} ({other_conf:.0%})", inline=True)
+        embed.add_field(name=tr(RUNNER_UP_FIELD), value=f"{other} ({other_conf:.0%})", inline=True)
         if answer.hint:
-            embed.set_footer(text=answer.hint)
+            embed.set_footer(text=tr(answer.hint))
     kwargs: dict = {"embed": embed}
     if answer.seen_png:
         embed.set_thumbnail(url=f"attachment://{SEEN_FILENAME}")
         kwargs["file"] = discord.File(io.BytesIO(answer.seen_png), filename=SEEN_FILENAME)
     return kwargs
+
+
+class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button], template=ID_PATTERN.pattern):
+    """A right / wrong / digit button under an answer. Its custom id (`fb:<token>:<choice>`) is matched
+    by pattern, not by an in-memory view, so buttons keep working after the bot restarts."""
+
+    def __init__(self, token: str, choice: str, label: str = "",
+                 style: discord.ButtonStyle = discord.ButtonStyle.secondary, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label or choice, style=style, custom_id=button_id(token, choice),
+                                           row=row))
+        self.token, self.choice = token, choice
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match) -> FeedbackButton:
+        return cls(match["token"], match["choice"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client = interaction.client
+        if isinstance(client, DigitsBot):
+            await client.on_feedback(interaction, self.token, self.choice)
+
+
+def feedback_view(token: str, tr: Translate) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(FeedbackButton(token, CHOICE_RIGHT, "✓ " + tr(replies.RIGHT_BUTTON), discord.ButtonStyle.success))
+    view.add_item(FeedbackButton(token, CHOICE_WRONG, "✗ " + tr(replies.WRONG_BUTTON), discord.ButtonStyle.danger))
+    return view
+
+
+def digits_view(token: str, tr: Translate) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for d in range(10):
+        view.add_item(FeedbackButton(token, str(d), str(d), row=d // 5))
+    view.add_item(FeedbackButton(token, CHOICE_NOT_DIGIT, tr(replies.NOT_A_DIGIT_BUTTON), row=2))
+    return view
+
+
+def interaction_translator(interaction: discord.Interaction) -> Translate:
+    return translator(str(interaction.locale.value) if interaction.locale else None)
 
 
 def pick_attachment(attachments: list[discord.Attachment]) -> discord.Attachment | None:
@@ -144,13 +200,15 @@ def pick_attachment(attachments: list[discord.Attachment]) -> discord.Attachment
 class DigitsBot(discord.Client):
     """Answers `/digit`, the "Read digit" message menu, and images in DMs or messages that mention it."""
 
-    def __init__(self, recognizer: Recognizer, config: DiscordConfig, **options) -> None:
+    def __init__(self, recognizer: Recognizer, config: DiscordConfig, feedback: Feedback | None = None,
+                 **options) -> None:
         intents = discord.Intents.default()
         intents.message_content = config.message_content
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())  # replies never ping anyone
         super().__init__(intents=intents, **options)
         self.recognizer = recognizer
         self.config = config
+        self.feedback = feedback if feedback is not None else Feedback(recognizer.client, FeedbackConfig(enabled=False))
         self.tree = app_commands.CommandTree(self)
         self._register_commands()
 
@@ -168,12 +226,27 @@ class DigitsBot(discord.Client):
         async def read_digit(interaction: discord.Interaction, message: discord.Message) -> None:
             await bot.answer_interaction(interaction, pick_attachment(message.attachments))
 
+        @app_commands.command(name="forget", description="Delete the corrections kept for you")
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+        async def forget(interaction: discord.Interaction) -> None:
+            await bot.forget(interaction)
+
+        @app_commands.command(name="help", description="How to get a good result, and what is kept")
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+        async def help_command(interaction: discord.Interaction) -> None:
+            tr = interaction_translator(interaction)
+            privacy = "\n\n" + tr(replies.PRIVACY_TEXT) if bot.feedback.enabled else ""
+            await interaction.response.send_message(tr(replies.HELP_TEXT) + privacy, ephemeral=True)
+
         menu = app_commands.ContextMenu(name="Read digit", callback=read_digit)
         self.tree.add_command(digit)
         self.tree.add_command(menu)
+        self.tree.add_command(forget)
+        self.tree.add_command(help_command)
 
     async def setup_hook(self) -> None:
         """After login, before the gateway: find the gateway and sync the application commands."""
+        self.add_dynamic_items(FeedbackButton)  # buttons matched by custom id: they outlive a restart
         if self.config.gateway_url is None:
             try:
                 _, url, _ = await self.http.get_bot_gateway()
@@ -208,11 +281,20 @@ class DigitsBot(discord.Client):
         meta = Attachment(attachment.size, attachment.content_type, attachment.filename)
         return await self.recognizer.handle(f"discord:{user_id}", meta, download, on_accepted=on_accepted)
 
+    async def _with_buttons(self, kwargs: dict, user_id: int, answer: Answer, tr: Translate) -> dict:
+        """Add the right/wrong buttons to a digit answer (feedback on)."""
+        if answer.outcome == Outcome.DIGIT and self.feedback.enabled:
+            token = await self.feedback.offer("discord", user_id, answer.pixels, answer.digit, answer.model_version)
+            if token:
+                kwargs["view"] = feedback_view(token, tr)
+        return kwargs
+
     async def answer_interaction(self, interaction: discord.Interaction, attachment: discord.Attachment | None) -> None:
         """Refusals answer at once (ephemeral); real work is deferred past Discord's 3-second window."""
+        tr = interaction_translator(interaction)
         try:
             if attachment is None:
-                await interaction.response.send_message(NO_IMAGE_TEXT, ephemeral=True)
+                await interaction.response.send_message(tr(NO_IMAGE_TEXT), ephemeral=True)
                 return
 
             async def defer() -> None:
@@ -220,9 +302,10 @@ class DigitsBot(discord.Client):
 
             answer = await self._handle(interaction.user.id, attachment, defer)
             if not answer.accepted:
-                await interaction.response.send_message(**render(answer), ephemeral=True)
+                await interaction.response.send_message(**render(answer, tr), ephemeral=True)
                 return
-            await interaction.followup.send(**render(answer))
+            await interaction.followup.send(**await self._with_buttons(render(answer, tr), interaction.user.id,
+                                                                       answer, tr))
         except discord.HTTPException:
             log.exception("could not answer interaction %s", interaction.id)
 
@@ -251,9 +334,53 @@ class DigitsBot(discord.Client):
                     log.debug("typing indicator failed: %s", exc)
 
             answer = await self._handle(message.author.id, attachment, typing)
-            await message.reply(**render(answer), mention_author=False)
+            tr = translator(str(message.guild.preferred_locale.value) if message.guild else None)
+            kwargs = await self._with_buttons(render(answer, tr), message.author.id, answer, tr)
+            await message.reply(**kwargs, mention_author=False)
         except discord.HTTPException:
             log.exception("could not reply to message %s", message.id)
+
+    # -- corrections (bots.feedback) ----------------------------------------------------------
+    async def on_feedback(self, interaction: discord.Interaction, token: str, choice: str) -> None:
+        """A tap on right / wrong / a digit under an answer: only its sender may correct it, once."""
+        tr = interaction_translator(interaction)
+        try:
+            outcome = await self.feedback.choose("discord", interaction.user.id, token, choice)
+            if outcome.result == Result.NOT_YOURS:
+                await interaction.response.send_message(tr(replies.NOT_YOURS), ephemeral=True)
+            elif outcome.result == Result.ASK_DIGIT:
+                await interaction.response.edit_message(view=digits_view(token, tr))
+            elif outcome.result == Result.RECORDED:
+                line = replies.correction_line(outcome.label, outcome.predicted, tr)
+                message = interaction.message
+                if message is not None and message.embeds:
+                    embed = message.embeds[0]
+                    embed.description = line
+                    await interaction.response.edit_message(embed=embed, view=None)
+                else:
+                    content = f"{message.content}\n{line}" if message is not None else line
+                    await interaction.response.edit_message(content=content, view=None)
+                await interaction.followup.send(replies.recorded_text(outcome.label, tr), ephemeral=True)
+            elif outcome.result == Result.ALREADY:
+                await interaction.response.send_message(tr(replies.ALREADY_RECORDED), ephemeral=True)
+            elif outcome.result == Result.FAILED:
+                await interaction.response.send_message(tr(replies.FEEDBACK_FAILED), ephemeral=True)
+            else:
+                await interaction.response.send_message(tr(replies.EXPIRED), ephemeral=True)
+        except discord.HTTPException:
+            log.exception("could not answer button %s", interaction.id)
+
+    async def forget(self, interaction: discord.Interaction) -> None:
+        """/forget: delete every correction kept for this user, and say how many went."""
+        tr = interaction_translator(interaction)
+        if not self.feedback.enabled:
+            await interaction.response.send_message(tr(replies.FEEDBACK_OFF), ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        deleted = await self.feedback.forget("discord", interaction.user.id)
+        text = tr(replies.FORGET_FAILED) if deleted is None else tr(replies.FORGOTTEN).format(count=deleted)
+        await interaction.followup.send(text, ephemeral=True)
+
 
 
 class ShardedDigitsBot(DigitsBot, discord.AutoShardedClient):
@@ -267,18 +394,18 @@ class ShardedDigitsBot(DigitsBot, discord.AutoShardedClient):
         log.info("shard %d of %s ready", shard_id, self.shard_count)
 
 
-def make_bot(recognizer: Recognizer, config: DiscordConfig, **options) -> DigitsBot:
+def make_bot(recognizer: Recognizer, config: DiscordConfig, feedback: Feedback | None = None, **options) -> DigitsBot:
     """A DigitsBot, auto-sharded when DISCORD_SHARD_COUNT (config.shard_count) is set."""
     if config.shard_count is not None:
-        return ShardedDigitsBot(recognizer, config, shard_count=config.shard_count, **options)
-    return DigitsBot(recognizer, config, **options)
+        return ShardedDigitsBot(recognizer, config, feedback, shard_count=config.shard_count, **options)
+    return DigitsBot(recognizer, config, feedback, **options)
 
 
-async def serve(config: DiscordConfig, recognizer: Recognizer, **options) -> None:
+async def serve(config: DiscordConfig, recognizer: Recognizer, feedback: Feedback | None = None, **options) -> None:
     """Run the bot until cancelled; without the message-content intent if Discord refuses it."""
     point_discord_py_at(config.api_base, config.gateway_url)
     while True:
-        bot = make_bot(recognizer, config, **options)
+        bot = make_bot(recognizer, config, feedback, **options)
         try:
             async with bot:
                 await bot.start(config.token)
@@ -293,14 +420,15 @@ async def serve(config: DiscordConfig, recognizer: Recognizer, **options) -> Non
             config = dataclasses.replace(config, message_content=False)
 
 
-async def _amain(config: DiscordConfig, core: CoreConfig) -> int:
+async def _amain(config: DiscordConfig, core: CoreConfig, feedback_config: FeedbackConfig | None = None) -> int:
     recognizer = make_recognizer(core, make_client(core))
+    feedback = Feedback(recognizer.client, feedback_config or FeedbackConfig(enabled=False))
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
     try:
-        await serve(config, recognizer)
+        await serve(config, recognizer, feedback)
     except asyncio.CancelledError:
         log.info("shutting down")
     except discord.LoginFailure:
@@ -308,6 +436,7 @@ async def _amain(config: DiscordConfig, core: CoreConfig) -> int:
         return EXIT_CONFIG
     finally:
         await recognizer.close()
+        feedback.close()
     return 0
 
 
@@ -349,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         level = args.log_level or env_log_level()
         config = discord_config_from_env()
         core = core_config_from_env()
+        feedback = feedback_config_from_env()
     except ConfigError as exc:
         return config_fail(PROG, exc)
     configure_logging(level)
@@ -362,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             message_content=config.message_content and not args.no_message_content,
         )
     log.info("starting: digits server %s, %r", core.digits_server, config)
-    return asyncio.run(_amain(config, core))
+    return asyncio.run(_amain(config, core, feedback))
 
 
 if __name__ == "__main__":

@@ -3,26 +3,35 @@
 Why here: both platforms must word things the same way. An `Answer` carries facts (outcome, digit,
 confidence, runner-up, hint, wait, limit); Telegram and Discord format those facts themselves
 (bold, embeds) and fall back to `plain_text` for everything that needs no formatting.
+
+Every sentence is an English gettext message (`N_`); pass `tr` (bots.i18n.translator) to get it
+in the user's language. The catalogs are in bots/locale/.
 """
 
 from __future__ import annotations
 
 from bots.answer import Answer, Outcome
+from bots.i18n import N_, Translate, english
 
-HELP_TEXT = (
+HELP_TEXT = N_(
     "Send me a photo of one handwritten digit (0-9) and I'll tell you which it is.\n"
     "For a good result: one digit per photo, dark pen on plain light paper, fill most of the frame, "
     "good light and no shadows. Photos, image files (PNG, JPEG, WebP) and stickers all work."
 )
-LOW_CONFIDENCE_HINT = "Tip: a closer, sharper photo of a single digit in dark ink on plain paper helps."
-NO_DIGIT_TEXT = (
+LOW_CONFIDENCE_HINT = N_("Tip: a closer, sharper photo of a single digit in dark ink on plain paper helps.")
+NO_DIGIT_TEXT = N_(
     "I couldn't find a digit in that image. Try a closer photo of one digit in dark ink on plain light paper."
 )
-NOT_IMAGE_TEXT = "That doesn't look like an image I can read. Please send a photo or a PNG, JPEG or WebP file."
-NOT_STILL_TEXT = "I can only read still images: please send a photo or a static sticker."
-UNAVAILABLE_TEXT = "The recognizer is unavailable right now. Please try again in a minute."
-BUSY_TEXT = "I'm very busy right now. Please try again in a few seconds."
-DOWNLOAD_FAILED_TEXT = "I couldn't download that file. Please try sending it again."
+NOT_IMAGE_TEXT = N_("That doesn't look like an image I can read. Please send a photo or a PNG, JPEG or WebP file.")
+NOT_STILL_TEXT = N_("I can only read still images: please send a photo or a static sticker.")
+UNAVAILABLE_TEXT = N_("The recognizer is unavailable right now. Please try again in a minute.")
+BUSY_TEXT = N_("I'm very busy right now. Please try again in a few seconds.")
+DOWNLOAD_FAILED_TEXT = N_("I couldn't download that file. Please try sending it again.")
+TOO_LARGE_LIMIT_TEXT = N_("That file is too large (the limit is {limit}). Please send a smaller photo.")
+TOO_LARGE_TEXT = N_("That file is too large. Please send a smaller photo.")
+RATE_LIMITED_TEXT = N_("You're sending images faster than I can read them. Please wait {seconds} s and try again.")
+DIGIT_TEXT = N_("It's a {digit} ({confidence} sure).")
+UNSURE_TEXT = N_("I think it's a {digit} ({confidence} sure), but it could be a {other} ({other_confidence}).")
 
 
 def size_text(n: int) -> str:
@@ -30,24 +39,29 @@ def size_text(n: int) -> str:
     return f"{n / (1024 * 1024):.0f} MB" if n >= 1024 * 1024 else f"{max(1, n // 1024)} KB"
 
 
-def too_large_text(limit_bytes: int | None) -> str:
-    limit = f" (the limit is {size_text(limit_bytes)})" if limit_bytes else ""
-    return f"That file is too large{limit}. Please send a smaller photo."
+def too_large_text(limit_bytes: int | None, tr: Translate = english) -> str:
+    if limit_bytes:
+        return tr(TOO_LARGE_LIMIT_TEXT).format(limit=size_text(limit_bytes))
+    return tr(TOO_LARGE_TEXT)
 
 
-def rate_limited_text(retry_after: float | None) -> str:
-    seconds = max(1, round(retry_after or 1))
-    return f"You're sending images faster than I can read them. Please wait {seconds} s and try again."
+def rate_limited_text(retry_after: float | None, tr: Translate = english) -> str:
+    return tr(RATE_LIMITED_TEXT).format(seconds=max(1, round(retry_after or 1)))
 
 
-def digit_text(answer: Answer) -> str:
-    """'It's a 7 (91% sure).', or the unsure form that names the runner-up and ends with the hint."""
+def digit_text(answer: Answer, tr: Translate = english, *, digit_format: str = "{}") -> str:
+    """'It's a 7 (91% sure).', or the unsure form that names the runner-up and ends with the hint.
+    `digit_format` wraps each digit (Telegram passes "<b>{}</b>")."""
     if answer.runner_up is None:
-        return f"It's a {answer.digit} ({answer.confidence:.0%} sure)."
+        return tr(DIGIT_TEXT).format(digit=digit_format.format(answer.digit), confidence=f"{answer.confidence:.0%}")
     other, other_conf = answer.runner_up
-    text = (f"I think it's a {answer.digit} ({answer.confidence:.0%} sure), "
-            f"but it could be a {other} ({other_conf:.0%}).")
-    return f"{text}\n{answer.hint}" if answer.hint else text
+    text = tr(UNSURE_TEXT).format(
+        digit=digit_format.format(answer.digit),
+        confidence=f"{answer.confidence:.0%}",
+        other=digit_format.format(other),
+        other_confidence=f"{other_conf:.0%}",
+    )
+    return f"{text}\n{tr(answer.hint)}" if answer.hint else text
 
 
 _FIXED = {
@@ -60,14 +74,49 @@ _FIXED = {
 }
 
 
-def plain_text(answer: Answer, overrides: dict[Outcome, str] | None = None) -> str:
+def plain_text(answer: Answer, overrides: dict[Outcome, str] | None = None, tr: Translate = english) -> str:
     """The whole reply as plain text; `overrides` lets a platform word a fixed outcome its own way."""
     if overrides and answer.outcome in overrides:
-        return overrides[answer.outcome]
+        return tr(overrides[answer.outcome])
     if answer.outcome == Outcome.DIGIT:
-        return digit_text(answer)
+        return digit_text(answer, tr)
     if answer.outcome == Outcome.TOO_LARGE:
-        return too_large_text(answer.limit_bytes)
+        return too_large_text(answer.limit_bytes, tr)
     if answer.outcome == Outcome.RATE_LIMITED:
-        return rate_limited_text(answer.retry_after)
-    return _FIXED[answer.outcome]
+        return rate_limited_text(answer.retry_after, tr)
+    return tr(_FIXED[answer.outcome])
+
+
+# -- corrections (bots/feedback.py) ---------------------------------------------------------------
+RIGHT_BUTTON = N_("Right")
+WRONG_BUTTON = N_("Wrong")
+NOT_A_DIGIT_BUTTON = N_("Not a digit")
+WHICH_DIGIT = N_("Which digit is it?")
+RECORDED_DIGIT = N_("Thanks! Recorded: it's a {digit}.")
+RECORDED_NOT_DIGIT = N_("Thanks! Recorded: not a digit.")
+CONFIRMED_LINE = N_("✓ Confirmed: {digit}")
+CORRECTED_LINE = N_("✎ Corrected: {digit}")
+CORRECTED_NOT_DIGIT_LINE = N_("✎ Corrected: not a digit")
+ALREADY_RECORDED = N_("Already recorded, thank you.")
+NOT_YOURS = N_("Only the person who sent the picture can correct this answer.")
+EXPIRED = N_("This answer can no longer be corrected.")
+FEEDBACK_FAILED = N_("I couldn't save that right now. Please tap again in a minute.")
+FORGOTTEN = N_("Done: deleted {count} stored corrections of yours.")
+FORGET_FAILED = N_("I couldn't reach the store right now. Please try /forget again in a minute.")
+FEEDBACK_OFF = N_("Corrections are turned off on this bot: nothing is kept.")
+PRIVACY_TEXT = N_(
+    "If you tap right/wrong under an answer, I keep the 28x28 image the model saw, its answer, your correction "
+    "and a pseudonymous id (never your photo, name or account id), to make the model better.\n"
+    "Send /forget to delete everything kept for you."
+)
+
+
+def recorded_text(label: int, tr: Translate = english) -> str:
+    return tr(RECORDED_NOT_DIGIT) if label < 0 else tr(RECORDED_DIGIT).format(digit=label)
+
+
+def correction_line(label: int, predicted: int | None, tr: Translate = english) -> str:
+    """The line added to the edited answer."""
+    if label < 0:
+        return tr(CORRECTED_NOT_DIGIT_LINE)
+    return tr(CONFIRMED_LINE if label == predicted else CORRECTED_LINE).format(digit=label)

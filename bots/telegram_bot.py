@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import html
 import logging
 import os
@@ -17,19 +18,21 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
     filters,
 )
 
+from bots import replies
 from bots.answer import Answer, Outcome
 from bots.chatstate import ChatState
 from bots.config import (
@@ -48,22 +51,35 @@ from bots.config import (
     port,
 )
 from bots.core import Attachment, DownloadFailed, FileTooLarge, Recognizer, make_chat_state, make_recognizer
+from bots.feedback import (
+    CHOICE_NOT_DIGIT,
+    CHOICE_RIGHT,
+    CHOICE_WRONG,
+    Feedback,
+    FeedbackConfig,
+    Result,
+    button_id,
+    feedback_config_from_env,
+    parse_button_id,
+)
+from bots.i18n import N_, Translate, translator
 from bots.redact import protect_secrets
-from bots.replies import NOT_STILL_TEXT, plain_text
+from bots.replies import NOT_STILL_TEXT, digit_text, plain_text
 
 log = logging.getLogger("bots.telegram")
 
 PROG = "digits-telegram"
 DEFAULT_API_URL = "https://api.telegram.org"
 RECOGNIZER_KEY = "recognizer"
+FEEDBACK_KEY = "feedback"
 STATE_KEY = "chat_state"  # shared across webhook replicas through Redis when DIGITS_REDIS_URL is set
 SEEN_KEY = "seen"
 FLOOD_NOTICE_KEY = "flood-notice"
 FLOOD_NOTICE_EVERY = 10.0  # seconds: one polite notice per flood, not one per flooded message
 STATIC_STICKERS_ONLY = NOT_STILL_TEXT
-DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
+DOWNLOAD_FAILED = N_("I couldn't download that file from Telegram. Please try sending it again.")
 WORDING = {Outcome.DOWNLOAD_FAILED: DOWNLOAD_FAILED}
-HANDLER_FAILED = "Sorry, something went wrong on my side. Please try again."
+HANDLER_FAILED = N_("Sorry, something went wrong on my side. Please try again.")
 TOKEN_PATTERN = re.compile(r"\d+:[A-Za-z0-9_-]+")
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 URL_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./~-]*")
@@ -71,6 +87,7 @@ COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "How to get a good result"),
     BotCommand("seen", "Toggle: also send the 28x28 image the model saw"),
+    BotCommand("forget", "Delete the corrections kept for you"),
 ]
 
 
@@ -137,21 +154,38 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str | None) ->
     return False
 
 
-def format_html(answer: Answer) -> str:
+def format_html(answer: Answer, tr: Translate | None = None) -> str:
     """Telegram-flavoured reply: the digits in bold, the hint in italics; other outcomes as plain text."""
+    tr = tr or translator(None)
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
-        return html.escape(plain_text(answer, WORDING), quote=False)
-    if answer.runner_up is None:
-        return f"It's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure)."
-    other, other_conf = answer.runner_up
-    text = (f"I think it's a <b>{answer.digit}</b> ({answer.confidence:.0%} sure), "
-            f"but it could be a <b>{other}</b> ({other_conf:.0%}).")
-    return f"{text}\n<i>{html.escape(answer.hint, quote=False)}</i>" if answer.hint else text
+        return html.escape(plain_text(answer, WORDING, tr), quote=False)
+    text = digit_text(dataclasses.replace(answer, hint=None), lambda m: html.escape(tr(m), quote=False),
+                      digit_format="<b>{}</b>")
+    return f"{text}\n<i>{html.escape(tr(answer.hint), quote=False)}</i>" if answer.hint else text
 
 
-async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False) -> None:
-    """Reply quoting the user's message; optionally follow with the image the model saw."""
-    await message.reply_text(format_html(answer), parse_mode=ParseMode.HTML, do_quote=True)
+def feedback_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
+    """Right / Wrong under an answer."""
+    return InlineKeyboardMarkup([[
+        InlineKeyboardButton("✓ " + tr(replies.RIGHT_BUTTON), callback_data=button_id(token, CHOICE_RIGHT)),
+        InlineKeyboardButton("✗ " + tr(replies.WRONG_BUTTON), callback_data=button_id(token, CHOICE_WRONG)),
+    ]])
+
+
+def digits_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
+    """After "wrong": the ten digits and "not a digit"."""
+    rows = [[InlineKeyboardButton(str(d), callback_data=button_id(token, str(d))) for d in range(r, r + 5)]
+            for r in (0, 5)]
+    not_digit = InlineKeyboardButton(tr(replies.NOT_A_DIGIT_BUTTON), callback_data=button_id(token, CHOICE_NOT_DIGIT))
+    rows.append([not_digit])
+    return InlineKeyboardMarkup(rows)
+
+
+async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False, tr: Translate | None = None,
+                      markup: InlineKeyboardMarkup | None = None) -> None:
+    """Reply quoting the user's message (with the right/wrong buttons when given); optionally follow with
+    the image the model saw."""
+    await message.reply_text(format_html(answer, tr), parse_mode=ParseMode.HTML, do_quote=True, reply_markup=markup)
     if with_seen and answer.seen_png:
         await message.reply_photo(
             answer.seen_png, caption="What I read: the 28x28 image the model saw, enlarged.", do_quote=True
@@ -169,11 +203,110 @@ async def _settle(task: asyncio.Task, timeout: float = 1.0) -> None:
 
 
 # -- handlers -------------------------------------------------------------------------------------
+def user_translator(update: Update) -> Translate:
+    user = update.effective_user
+    return translator(user.language_code if user else None)
+
+
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/start and /help: what to send and how to get a good result."""
+    """/start and /help: what to send and how to get a good result, and what is kept when you correct."""
     if update.effective_message:
+        tr = user_translator(update)
         extra = "\n\nSend /seen to also get the 28x28 image the model read, to understand mistakes."
-        await update.effective_message.reply_text(Recognizer.HELP_TEXT + extra)
+        feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+        privacy = "\n\n" + tr(replies.PRIVACY_TEXT) if feedback is not None and feedback.enabled else ""
+        await update.effective_message.reply_text(tr(Recognizer.HELP_TEXT) + extra + privacy)
+
+
+async def on_forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/forget: delete every correction kept for this user, and say how many went."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    tr = user_translator(update)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if feedback is None or not feedback.enabled:
+        await message.reply_text(tr(replies.FEEDBACK_OFF))
+        return
+    deleted = await feedback.forget("telegram", user.id)
+    text = tr(replies.FORGET_FAILED) if deleted is None else tr(replies.FORGOTTEN).format(count=deleted)
+    await message.reply_text(text)
+
+
+def feedback_token(message: Message | None) -> str | None:
+    """The correction token of one of our answers (from its right/wrong buttons), if it still has them."""
+    markup = message.reply_markup if message is not None else None
+    for row in markup.inline_keyboard if markup is not None else ():
+        for button in row:
+            parsed = parse_button_id(button.callback_data if isinstance(button.callback_data, str) else "")
+            if parsed is not None:
+                return parsed[0]
+    return None
+
+
+async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A reply of one digit to an answer with buttons: the same as tapping "wrong", then that digit."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or message.text is None:
+        return
+    token = feedback_token(message.reply_to_message)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if token is None or feedback is None:
+        if message.chat.type == ChatType.PRIVATE:
+            await on_text(update, context)
+        return
+    tr = translator(user.language_code)
+    outcome = await feedback.choose("telegram", user.id, token, message.text.strip())
+    if outcome.result == Result.RECORDED:
+        answer_message = message.reply_to_message
+        line = replies.correction_line(outcome.label, outcome.predicted, tr)
+        try:
+            await answer_message.edit_text(html.escape(f"{answer_message.text or ''}\n{line}".strip(), quote=False),
+                                           parse_mode=ParseMode.HTML, reply_markup=None)
+        except TelegramError as exc:  # cosmetic: the correction is stored either way
+            log.debug("could not edit the corrected answer: %r", exc)
+        await message.reply_text(replies.recorded_text(outcome.label, tr), do_quote=True)
+    elif outcome.result == Result.NOT_YOURS:
+        await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
+    elif outcome.result == Result.ALREADY:
+        await message.reply_text(tr(replies.ALREADY_RECORDED), do_quote=True)
+    elif outcome.result == Result.FAILED:
+        await message.reply_text(tr(replies.FEEDBACK_FAILED), do_quote=True)
+    else:
+        await message.reply_text(tr(replies.EXPIRED), do_quote=True)
+
+
+async def on_feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A tap on right / wrong / a digit / "not a digit" under an answer."""
+    query = update.callback_query
+    if query is None:
+        return
+    tr = translator(query.from_user.language_code)
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    parsed = parse_button_id(query.data or "")
+    if feedback is None or parsed is None:
+        await query.answer(tr(replies.EXPIRED))
+        return
+    token, choice = parsed
+    outcome = await feedback.choose("telegram", query.from_user.id, token, choice)
+    if outcome.result == Result.NOT_YOURS:
+        await query.answer(tr(replies.NOT_YOURS), show_alert=True)
+    elif outcome.result == Result.ASK_DIGIT:
+        await query.answer(tr(replies.WHICH_DIGIT))
+        await query.edit_message_reply_markup(digits_keyboard(token, tr))
+    elif outcome.result == Result.RECORDED:
+        await query.answer(replies.recorded_text(outcome.label, tr))
+        original = query.message.text if query.message is not None and query.message.text else ""
+        line = replies.correction_line(outcome.label, outcome.predicted, tr)
+        await query.edit_message_text(html.escape(f"{original}\n{line}".strip(), quote=False),
+                                      parse_mode=ParseMode.HTML, reply_markup=None)
+    elif outcome.result == Result.ALREADY:
+        await query.answer(tr(replies.ALREADY_RECORDED))
+    elif outcome.result == Result.FAILED:
+        await query.answer(tr(replies.FEEDBACK_FAILED), show_alert=True)
+    else:  # expired, or feedback turned off since
+        await query.answer(tr(replies.EXPIRED))
+        await query.edit_message_reply_markup(None)
 
 
 async def on_seen(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -230,6 +363,7 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             raise DownloadFailed(repr(exc)) from exc
 
     user = message.from_user
+    tr = translator(user.language_code if user else None)
     key = f"telegram:{user.id if user else message.chat_id}"
     answer = await recognizer.handle(key, attachment, download, on_accepted=show_typing)
     for task in typing:
@@ -239,10 +373,15 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         # One notice per flood (per FLOOD_NOTICE_EVERY seconds, across replicas): replying to every message
         # would be a flood too.
         if await state.first_in(f"{FLOOD_NOTICE_KEY}:{key}", FLOOD_NOTICE_EVERY):
-            await send_answer(message, answer)
+            await send_answer(message, answer, tr=tr)
         return
     with_seen = answer.seen_png is not None and await state.get_flag(f"{SEEN_KEY}:telegram:{message.chat_id}")
-    await send_answer(message, answer, with_seen=with_seen)
+    markup = None
+    feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
+    if feedback is not None and user is not None and answer.outcome == Outcome.DIGIT:
+        token = await feedback.offer("telegram", user.id, answer.pixels, answer.digit, answer.model_version)
+        markup = feedback_keyboard(token, tr) if token else None
+    await send_answer(message, answer, with_seen=with_seen, tr=tr, markup=markup)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -250,7 +389,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     log.error("handler failed: %r", context.error, exc_info=context.error)
     if isinstance(update, Update) and update.effective_message is not None:
         try:
-            await update.effective_message.reply_text(HANDLER_FAILED)
+            await update.effective_message.reply_text(user_translator(update)(HANDLER_FAILED))
         except TelegramError as exc:
             log.warning("could not report the failure to the chat: %r", exc)
 
@@ -283,11 +422,12 @@ def flood_control(*, max_retries: int = 2) -> AIORateLimiter:
 
 def build_application(
     token: str, *, api_url: str = DEFAULT_API_URL, config: CoreConfig | None = None,
-    rate_limiter: AIORateLimiter | None | bool = True,
+    rate_limiter: AIORateLimiter | None | bool = True, feedback: FeedbackConfig | None = None,
 ) -> Application:
     """The PTB Application with every handler; the gRPC client is opened and closed with it.
 
-    `rate_limiter`: True for `flood_control()`, an AIORateLimiter of your own, or None/False for none."""
+    `rate_limiter`: True for `flood_control()`, an AIORateLimiter of your own, or None/False for none.
+    `feedback`: the right/wrong buttons' settings (main() reads them from the environment); None: off."""
     config = config or CoreConfig()
     root = api_url.rstrip("/")
 
@@ -302,6 +442,8 @@ def build_application(
         recognizer = app.bot_data.get(RECOGNIZER_KEY)
         if recognizer is not None:
             await recognizer.close()
+        if app.bot_data.get(FEEDBACK_KEY) is not None:
+            app.bot_data[FEEDBACK_KEY].close()
         state = app.bot_data.get(STATE_KEY)
         if state is not None:
             await state.close()
@@ -321,11 +463,15 @@ def build_application(
         builder = builder.rate_limiter(rate_limiter)
     app = builder.build()
     # The client opens its channel lazily on first use, so it can be built before the loop runs.
-    app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
+    recognizer = app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
+    app.bot_data[FEEDBACK_KEY] = Feedback(recognizer.client, feedback or FeedbackConfig(enabled=False))
     app.bot_data[STATE_KEY] = make_chat_state(config)
     app.add_handler(CommandHandler(["start", "help"], on_help))
     app.add_handler(CommandHandler("seen", on_seen))
+    app.add_handler(CommandHandler("forget", on_forget))
+    app.add_handler(CallbackQueryHandler(on_feedback_button, pattern=r"^fb:"))
     app.add_handler(MessageHandler(IMAGE_FILTER, on_image))
+    app.add_handler(MessageHandler(filters.REPLY & filters.Regex(r"^\s*[0-9]\s*$"), on_number_reply))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, on_text))
     app.add_error_handler(on_error)
     return app
@@ -380,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         level = args.log_level or env_log_level()
         tg = telegram_config_from_env()
         core = core_config_from_env()
+        feedback = feedback_config_from_env()
         check_webhook_args(args, tg)
     except ConfigError as exc:
         return fail(PROG, exc)
@@ -387,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     redactor = protect_secrets(tg.token, tg.webhook_secret, core.api_token, core.redis_url)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoTracebackForBadToken())
-    app = build_application(tg.token, api_url=tg.api_url, config=core)
+    app = build_application(tg.token, api_url=tg.api_url, config=core, feedback=feedback)
     try:
         if args.webhook_url:
             app.run_webhook(

@@ -76,6 +76,12 @@ class ServerUnavailable(DigitsError):
     default_reason = Reason.UNAVAILABLE.value
 
 
+class FeedbackDisabled(DigitsError):
+    """The server keeps no feedback (started without --feedback-db): FAILED_PRECONDITION."""
+
+    default_reason = Reason.FEEDBACK_DISABLED.value
+
+
 _INVALID_BY_REASON: dict[str, type[DigitsError]] = {
     Reason.NO_DIGIT_FOUND: NoDigitFound,
     Reason.UNREADABLE_IMAGE: UnreadableImage,
@@ -120,6 +126,8 @@ def error_for(code: grpc.StatusCode, reason: str | None, message: str) -> Digits
         if reason is None and "larger than max" in message:  # the transport's message-size limit
             return ImageTooLarge(message, Reason.MESSAGE_TOO_LARGE.value, code)
         return Overloaded(message, reason, code)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and reason == Reason.FEEDBACK_DISABLED:
+        return FeedbackDisabled(message, reason, code)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(message, reason, code)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -206,6 +214,36 @@ class DigitsClient:
         reply = await self._call(self._get_stub().Ping, digits_pb2.PingRequest())
         return reply.model_version
 
+    async def feedback(
+        self,
+        pixels: bytes,
+        predicted: int,
+        correct: int,
+        *,
+        model_version: str = "",
+        source: str = "api",
+        user: str = "",
+    ) -> str:
+        """Store a correction of an answer: `pixels` and `model_version` from the Prediction, what it
+        said, what the user says (0..9, or -1 for "not a digit"), and an opaque pseudonymous `user`
+        (a keyed hash, never a raw platform id). Returns the record's id once it is on disk.
+        Raises FeedbackDisabled when the server keeps no feedback, InvalidInput for a bad record."""
+        request = digits_pb2.FeedbackRequest(
+            pixels=bytes(pixels),
+            predicted=predicted,
+            correct=correct,
+            model_version=model_version,
+            source=source,
+            user=user,
+        )
+        reply = await self._call(self._get_stub().Feedback, request)
+        return reply.id
+
+    async def forget(self, user: str) -> int:
+        """Delete everything the server keeps for `user`; returns how many records went."""
+        reply = await self._call(self._get_stub().Forget, digits_pb2.ForgetRequest(user=user))
+        return reply.deleted
+
     async def _predict(self, request: digits_pb2.PredictRequest) -> Prediction:
         return _prediction(await self._call(self._get_stub().Predict, request))
 
@@ -237,4 +275,3 @@ class DigitsClient:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
-

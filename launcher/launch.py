@@ -33,6 +33,7 @@ from bots.config import (
     port,
 )
 from bots.discord_bot import discord_config_from_env
+from bots.feedback import feedback_config_from_env
 from bots.telegram_bot import telegram_config_from_env
 from client.health import health_status
 
@@ -156,6 +157,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=_metrics_port, default=None, help="server Prometheus port (0: off)")
     parser.add_argument("--startup-timeout", type=_positive_seconds, default=180.0,
                         help="seconds to wait for the server (default 180)")
+    parser.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=Path("digits-feedback.sqlite3"),
+        help="SQLite file for users' corrections (relative: under the working directory)",
+    )
+    parser.add_argument("--no-feedback-db", action="store_true", help="keep no corrections (Feedback is refused)")
     parser.add_argument("--no-restart", action="store_true", help="do not restart a bot that exits")
     return parser.parse_args(argv)
 
@@ -168,6 +176,7 @@ def check_settings(env: Mapping[str, str]) -> list[BotSpec]:
     wanted = [spec for spec in BOTS if (env.get(spec.token_env) or "").strip()]
     if wanted:
         core_config_from_env(env)
+        feedback_config_from_env(env)
     for spec in wanted:
         spec.check(env)
     return wanted
@@ -179,6 +188,8 @@ def server_command(args: argparse.Namespace) -> list[str]:
         cmd += ["--model", str(args.model)]
     if args.metrics_port is not None:
         cmd += ["--metrics-port", str(args.metrics_port)]
+    if not args.no_feedback_db:
+        cmd += ["--feedback-db", str(args.feedback_db.resolve())]
     return cmd
 
 
@@ -213,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         return 0 if stopping() else 1
     say(f"server is SERVING on {target}")
+    if args.no_feedback_db:
+        say("keeping no corrections (--no-feedback-db)")
+    else:
+        say(f"users' corrections are kept in {args.feedback_db.resolve()} (digits-feedback stats --db ...)")
 
     bot_env = {**os.environ, "DIGITS_SERVER": target}
     bots: list[Child] = []

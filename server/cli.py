@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds after which a client connection is closed gracefully, so clients of a DNS name "
         "(dns:///, a Kubernetes headless Service) look it up again and find new replicas (0: never)",
     )
+    p.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=None,
+        help="SQLite file that keeps users' corrections (Feedback/Forget RPCs); without it Feedback is refused",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -126,8 +132,18 @@ async def serve(args: argparse.Namespace) -> int:
         fatal.append(reason)
         loop.call_soon_threadsafe(stop.set)
 
+    feedback_store = None
+    if args.feedback_db is not None:
+        from server.feedback_store import FeedbackStore
+
+        try:
+            feedback_store = FeedbackStore(args.feedback_db)
+        except Exception as exc:  # unwritable folder, not a database...: one clear line
+            log.error("cannot open the feedback store %s: %s", args.feedback_db, exc)
+            return 2
+        log.info("feedback store: %s (%d records)", feedback_store.path.resolve(), feedback_store.count())
     pool = PreprocessPool(args.workers, max_pixels=args.max_pixels, max_pending=args.max_queue)
-    service = DigitClassifierService(metrics, pool)
+    service = DigitClassifierService(metrics, pool, feedback_store)
     health = HealthServicer()
     token = os.environ.get(TOKEN_ENV) or None
     max_message = int(args.max_message_mb * 1024 * 1024)
@@ -239,6 +255,8 @@ async def serve(args: argparse.Namespace) -> int:
     await batcher.close()
     runner.close()
     pool.close()
+    if feedback_store is not None:
+        feedback_store.close()
     if fatal:
         log.error("stopped: the model could not be restarted (exit code 1, for a supervisor to start afresh)")
         return 1

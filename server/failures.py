@@ -29,6 +29,10 @@ CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     Reason.CANCELLED: grpc.StatusCode.CANCELLED,
     Reason.INTERNAL: grpc.StatusCode.INTERNAL,
+    Reason.BAD_LABEL: _INVALID,
+    Reason.BAD_USER: _INVALID,
+    Reason.BAD_FIELD: _INVALID,
+    Reason.FEEDBACK_DISABLED: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -15,8 +15,10 @@ from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, rich_status
 
 from model.shape import PIXELS_LEN
+from server import feedback_service
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from server.failures import RequestFailed
+from server.feedback_store import FeedbackStore
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
 from server.preprocess_pool import PreprocessPool
@@ -62,9 +64,12 @@ def _batcher_failures() -> Iterator[None]:
 
 
 class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
-    def __init__(self, metrics: Metrics, preprocessor: PreprocessPool) -> None:
+    def __init__(
+        self, metrics: Metrics, preprocessor: PreprocessPool, feedback_store: FeedbackStore | None = None
+    ) -> None:
         self.metrics = metrics
         self.preprocessor = preprocessor
+        self.feedback_store = feedback_store  # None: Feedback/Forget answer FAILED_PRECONDITION
         self.batcher: Batcher | None = None  # set once the model is loaded and warm
         self.model_version = ""
         self.draining = False
@@ -77,6 +82,18 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
 
     async def PredictBatch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         return await self._serve("PredictBatch", self._predict_batch, request, context)
+
+    async def Feedback(self, request: digits_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Feedback", self._feedback, request, context)
+
+    async def Forget(self, request: digits_pb2.ForgetRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Forget", self._forget, request, context)
+
+    async def _feedback(self, request: digits_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
+        return await feedback_service.feedback(self.feedback_store, request)
+
+    async def _forget(self, request: digits_pb2.ForgetRequest, context: grpc.aio.ServicerContext):
+        return await feedback_service.forget(self.feedback_store, request)
 
     async def _serve(self, method: str, handler, request, context: grpc.aio.ServicerContext):
         """Run `handler`; every failure leaves as a status with ErrorInfo, and is counted."""

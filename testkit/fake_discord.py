@@ -30,6 +30,8 @@ CLOSE_DISALLOWED_INTENTS = 4014
 
 # Interaction types and callback types.
 INTERACTION_APPLICATION_COMMAND = 2
+INTERACTION_MESSAGE_COMPONENT = 3
+CALLBACK_UPDATE_MESSAGE = 7
 CALLBACK_CHANNEL_MESSAGE = 4
 CALLBACK_DEFERRED_CHANNEL_MESSAGE = 5
 EPHEMERAL_FLAG = 1 << 6
@@ -44,6 +46,16 @@ class Sent:
     payload: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
+    message: dict[str, Any] | None = None  # the message as the fake created it (for button clicks on it)
+
+    @property
+    def components(self) -> list[dict[str, Any]]:
+        data = self.payload.get("data", self.payload) if self.kind == "callback" else self.payload
+        return data.get("components") or []
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [c["custom_id"] for row in self.components for c in row.get("components", []) if "custom_id" in c]
 
     @property
     def content(self) -> str:
@@ -250,16 +262,17 @@ class FakeDiscord:
             await self._dispatch(ws, "MESSAGE_CREATE", visible)
 
     def _interaction(self, data: dict[str, Any], *, dm: bool = False,
-                     user: dict[str, Any] | None = None) -> dict[str, Any]:
+                     user: dict[str, Any] | None = None, locale: str = "en-US",
+                     kind: int = INTERACTION_APPLICATION_COMMAND) -> dict[str, Any]:
         user = user or self.user
         interaction: dict[str, Any] = {
             "id": str(self.new_id()),
             "application_id": str(self.application_id),
-            "type": INTERACTION_APPLICATION_COMMAND,
+            "type": kind,
             "data": data,
             "token": f"interaction-token-{self.new_id()}",
             "version": 1,
-            "locale": "en-US",
+            "locale": locale,
             "app_permissions": "2248473465835073",
             "attachment_size_limit": 10 * 1024 * 1024,
             "entitlements": [],
@@ -287,18 +300,18 @@ class FakeDiscord:
                     return command
         raise AssertionError(f"command {name!r} (type {command_type}) was never synced")
 
-    async def invoke_slash(self, name: str, attachment: dict[str, Any], option: str = "image", *,
-                           dm: bool = False, user: dict[str, Any] | None = None) -> str:
-        """A user runs `/name option:<attachment>`; returns the interaction token to await the reply."""
+    async def invoke_slash(self, name: str, attachment: dict[str, Any] | None = None, option: str = "image", *,
+                           dm: bool = False, user: dict[str, Any] | None = None, locale: str = "en-US") -> str:
+        """A user runs `/name option:<attachment>` (or `/name` with no attachment); returns the interaction
+        token to await the reply."""
         command = self._command(name, 1)
-        data = {
-            "id": command["id"], "name": name, "type": 1,
-            "options": [{"name": option, "type": 11, "value": attachment["id"]}],
-            "resolved": {"attachments": {attachment["id"]: attachment}},
-        }
+        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1}
+        if attachment is not None:
+            data["options"] = [{"name": option, "type": 11, "value": attachment["id"]}]
+            data["resolved"] = {"attachments": {attachment["id"]: attachment}}
         if not dm and command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        interaction = self._interaction(data, dm=dm, user=user)
+        interaction = self._interaction(data, dm=dm, user=user, locale=locale)
         await self._dispatch_all("INTERACTION_CREATE", interaction)
         return interaction["token"]
 
@@ -311,6 +324,16 @@ class FakeDiscord:
             "resolved": {"messages": {message["id"]: message}},
         }
         interaction = self._interaction(data, dm="guild_id" not in message, user=user)
+        await self._dispatch_all("INTERACTION_CREATE", interaction)
+        return interaction["token"]
+
+    async def click(self, message: dict[str, Any], custom_id: str, *, user: dict[str, Any] | None = None,
+                    locale: str = "en-US", dm: bool = False) -> str:
+        """A user clicks the button `custom_id` on `message` (a message the bot sent, as returned by the
+        fake: see `Sent.message`); returns the interaction token to await the answer."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        interaction = self._interaction(data, dm=dm, user=user, locale=locale, kind=INTERACTION_MESSAGE_COMPONENT)
+        interaction["message"] = message
         await self._dispatch_all("INTERACTION_CREATE", interaction)
         return interaction["token"]
 
@@ -468,7 +491,7 @@ class FakeDiscord:
             "content": payload.get("content") or "", "timestamp": "2026-01-01T00:00:00.000000+00:00",
             "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
             "attachments": attachments, "embeds": payload.get("embeds") or [], "pinned": False, "type": 0,
-            "flags": payload.get("flags") or 0,
+            "flags": payload.get("flags") or 0, "components": payload.get("components") or [],
         }
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
@@ -516,7 +539,7 @@ class FakeDiscord:
                 "response_message_ephemeral": bool(int((payload.get("data") or {}).get("flags") or 0)
                                                    & EPHEMERAL_FLAG),
             }, "resource": {"type": payload.get("type")}}
-            if payload.get("type") == CALLBACK_CHANNEL_MESSAGE:
+            if payload.get("type") in (CALLBACK_CHANNEL_MESSAGE, CALLBACK_UPDATE_MESSAGE):
                 response["resource"]["message"] = self._message_payload(str(self.channel_id),
                                                                         payload.get("data") or {}, files)
             return _json(response)
@@ -524,13 +547,15 @@ class FakeDiscord:
             token = parts[2]
             payload, files = await self._read_body(request)
             kind = "followup" if method == "POST" else "edit"
-            self.sent.append(Sent(kind, token, payload, files))
-            return _json(self._message_payload(str(self.channel_id), payload, files))
+            created = self._message_payload(str(self.channel_id), payload, files)
+            self.sent.append(Sent(kind, token, payload, files, message=created))
+            return _json(created)
         if method == "POST" and parts[0] == "channels" and parts[-1] == "messages":
             payload, files = await self._read_body(request)
             reference = (payload.get("message_reference") or {}).get("message_id")
-            self.sent.append(Sent("message", str(reference or parts[1]), payload, files))
-            return _json(self._message_payload(parts[1], payload, files))
+            created = self._message_payload(parts[1], payload, files)
+            self.sent.append(Sent("message", str(reference or parts[1]), payload, files, message=created))
+            return _json(created)
         if method == "POST" and parts[0] == "channels" and parts[-1] == "typing":
             return web.Response(status=204)
         if method == "POST" and path == "/users/@me/channels":

@@ -9,8 +9,10 @@ processes can all talk to it. It queues updates for `getUpdates` (long polling),
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ class Call:
     params: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     at: float = 0.0
+    result: Any = None  # what the fake answered (e.g. the sent message, with its message_id)
 
     @property
     def chat_id(self) -> int | None:
@@ -162,6 +165,7 @@ class FakeTelegram:
         text: str | None = None,
         caption: str | None = None,
         reply_to_bot: bool = False,
+        language_code: str | None = None,
         **content: Any,
     ) -> tuple[int, int]:
         """Queue a message update; returns (update_id, message_id)."""
@@ -175,7 +179,7 @@ class FakeTelegram:
             "message_id": message_id,
             "date": int(time.time()),
             "chat": chat,
-            "from": {"id": user_id, "is_bot": False, "first_name": "Tester"},
+            "from": self._user(user_id, language_code),
             **content,
         }
         if text is not None:
@@ -199,6 +203,22 @@ class FakeTelegram:
                 "text": "It's a 7.",
             }
         return self.push_update({"message": msg}), message_id
+
+    @staticmethod
+    def _user(user_id: int, language_code: str | None = None) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": "Tester"}
+        if language_code:
+            user["language_code"] = language_code
+        return user
+
+    def callback_query(self, message: dict[str, Any], data: str, *, user_id: int = 111,
+                       language_code: str | None = None) -> tuple[int, str]:
+        """Queue a tap on an inline button of `message` (a message the bot sent: a Call's `result`);
+        returns (update_id, callback_query id)."""
+        query_id = f"cq-{next(self._ids)}"
+        query = {"id": query_id, "from": self._user(user_id, language_code), "message": message,
+                 "chat_instance": "ci-1", "data": data}
+        return self.push_update({"callback_query": query}), query_id
 
     def files_named(self, name: str) -> set[str]:
         """The file_ids stored under `name` (to check what the bot did or did not download)."""
@@ -298,9 +318,10 @@ class FakeTelegram:
             retry_after = max(1, round(self.group_flood_limit[1]))  # type: ignore[index]
             return web.json_response({"ok": False, "error_code": 429, "description": "Too Many Requests: retry after "
                                       f"{retry_after}", "parameters": {"retry_after": retry_after}}, status=429)
+        call = Call(method, params, files, time.perf_counter())
         if method != "getUpdates":
             with self._lock:
-                self.calls.append(Call(method, params, files, time.perf_counter()))
+                self.calls.append(call)
                 self._arrived.notify_all()
         chat = params.get("chat_id")
         if method.startswith("send") and chat is not None and int(chat) in self.fail_chats:
@@ -309,6 +330,7 @@ class FakeTelegram:
         result = await handler(params, files)
         if isinstance(result, web.Response):
             return result
+        call.result = result
         return web.json_response({"ok": True, "result": result})
 
     async def _handle_file(self, request: web.Request) -> web.Response:
@@ -383,7 +405,24 @@ class FakeTelegram:
                 "chat": {"id": int(params.get("chat_id", 0)), "type": "private"}, "from": self._me(), **content}
 
     async def api_sendMessage(self, params, files):
-        return self._sent_message(params, text=str(params.get("text", "")))
+        markup = params.get("reply_markup")
+        extra = {"reply_markup": markup} if isinstance(markup, dict) else {}
+        text = str(params.get("text", ""))
+        if params.get("parse_mode") == "HTML":  # as Telegram does: the message's text is without the markup
+            text = html.unescape(re.sub(r"<[^>]+>", "", text))
+        return self._sent_message(params, text=text, **extra)
+
+    async def api_answerCallbackQuery(self, params, files):
+        return True
+
+    async def api_editMessageText(self, params, files):
+        return {"message_id": int(params.get("message_id", 0)), "date": int(time.time()),
+                "chat": {"id": int(params.get("chat_id", 0)), "type": "private"}, "from": self._me(),
+                "text": str(params.get("text", ""))}
+
+    async def api_editMessageReplyMarkup(self, params, files):
+        return {"message_id": int(params.get("message_id", 0)), "date": int(time.time()),
+                "chat": {"id": int(params.get("chat_id", 0)), "type": "private"}, "from": self._me(), "text": "."}
 
     async def api_sendPhoto(self, params, files):
         size = len(files.get("photo", b""))

@@ -119,8 +119,13 @@ def _download(data_dir: Path) -> None:
         MNIST(str(data_dir), train=train, download=True)
 
 
-def load_split(name: str, data_dir: Path | str | None = None, download: bool = True) -> Split:
-    """Load "train" or "test" from `data_dir` (see `default_data_dir`)."""
+def load_split(
+    name: str, data_dir: Path | str | None = None, download: bool = True, *, any_size: bool = False
+) -> Split:
+    """Load "train" or "test" from `data_dir` (see `default_data_dir`).
+
+    `any_size`: the folder holds MNIST-format files of any length (e.g. `digits-feedback export`'s
+    corrections), not MNIST itself: the 60,000 / 10,000 counts are not required."""
     if name not in FILES:
         raise ValueError(f"unknown MNIST split {name!r}; expected one of {sorted(FILES)}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -138,9 +143,11 @@ def load_split(name: str, data_dir: Path | str | None = None, download: bool = T
     if None in paths:
         missing = image_stem if paths[0] is None else label_stem
         raise MnistFileError(f"{data_dir / missing}[.gz]: MNIST file not found (pass --data-dir or set MNIST_DIR)")
-    images = read_idx(paths[0], IMAGES_MAGIC, count)
-    labels = read_idx(paths[1], LABELS_MAGIC, count)
-    if labels.max() > 9:
+    images = read_idx(paths[0], IMAGES_MAGIC, None if any_size else count)
+    labels = read_idx(paths[1], LABELS_MAGIC, None if any_size else count)
+    if len(images) != len(labels):
+        raise MnistFileError(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels")
+    if len(labels) and labels.max() > 9:
         raise MnistFileError(f"{paths[1]}: labels outside 0..9")
     return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
 

@@ -99,3 +99,12 @@ def finish(
     artifact.add_file(str(checkpoint))
     run.log_artifact(artifact)
     run.finish()
+
+
+def summary(run: Any, comparison: dict) -> None:
+    """Fine-tuning's before/after figures (MNIST test, held-out corrections) in the run's summary."""
+    if run is None or not comparison:
+        return
+    run.summary.update(
+        {f"finetune/{when}/{name}": value for when, row in comparison.items() for name, value in row.items()}
+    )

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from model.checkpoint import resolve_device, save_checkpoint
 from model.encoder import DigitEncoder, EncoderConfig
-from training import tracking
+from training import finetune, tracking
 from training.augment import AugmentConfig, augment
 from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
 from training.metrics import collect_logits, fit_temperature, report
@@ -73,6 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     p.add_argument(
         "--version", default=None, help="model version stored in the checkpoint (default: from the weights' hash)"
+    )
+    f = p.add_argument_group("fine-tuning from users' corrections (see digits-feedback export)")
+    f.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this checkpoint (its architecture; the model flags are ignored); the last epoch is kept",
+    )
+    f.add_argument("--extra-data", type=Path, default=None, help="folder of IDX files from `digits-feedback export`")
+    f.add_argument(
+        "--extra-weight", type=float, default=0.25, help="share of every batch taken from --extra-data (0..1)"
     )
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--wandb-project", default="digits")
@@ -159,7 +170,15 @@ def train(args: argparse.Namespace) -> dict:
         pool=args.pool,
         pos_embedding=args.pos_embedding,
     )
-    model = DigitEncoder(cfg).to(device)
+    extra = finetune.load_extra(args.extra_data) if args.extra_data else None
+    n_extra = finetune.extra_count(max(1, args.batch_size // ddp.world), args.extra_weight) if extra else 0
+    if args.init_from:
+        from model.checkpoint import load_checkpoint
+
+        start = load_checkpoint(args.init_from)
+        cfg, model = start.config, start.model.to(device)
+    else:
+        model = DigitEncoder(cfg).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay > 0 else None
     net = DistributedDataParallel(model) if ddp.world > 1 else model
 
@@ -209,14 +228,18 @@ def train(args: argparse.Namespace) -> dict:
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         perm = torch.randperm(len(train_split), generator=g)[ddp.rank :: ddp.world]
         aug_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + epoch * 10 + ddp.rank)
+        extra_gen = torch.Generator().manual_seed(args.seed * 1000 + epoch * 10 + ddp.rank + 5)
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not ddp.main, unit="step")
         for step in bar:
             idx = perm[step * per_rank_batch : (step + 1) * per_rank_batch]
             if len(idx) == 0:
                 idx = perm[:per_rank_batch]  # ranks must take the same number of steps
-            x = train_split.images[idx].to(device, non_blocking=True).unsqueeze(1).float().div_(255)
-            y = train_split.labels[idx].to(device, non_blocking=True)
+            xb, yb = train_split.images[idx], train_split.labels[idx]
+            if extra is not None:
+                xb, yb = finetune.mix(xb, yb, extra.train, n_extra, extra_gen)
+            x = xb.to(device, non_blocking=True).unsqueeze(1).float().div_(255)
+            y = yb.to(device, non_blocking=True)
             if not args.no_augment:
                 x = augment(x, aug_cfg, aug_gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -255,7 +278,8 @@ def train(args: argparse.Namespace) -> dict:
                 f"epoch {epoch + 1}: train loss {row['train/loss']:.4f} acc {row['train/accuracy']:.4f} | "
                 f"val loss {val.loss:.4f} acc {val.accuracy:.4f} | {row['epoch_seconds']:.0f}s"
             )
-            if (val.accuracy, -val.loss) > (best["val_accuracy"], -best["val_loss"]):
+            # Fine-tuning keeps the last epoch: MNIST validation alone would favour the unchanged start.
+            if args.init_from or (val.accuracy, -val.loss) > (best["val_accuracy"], -best["val_loss"]):
                 best = {"val_accuracy": val.accuracy, "val_loss": val.loss, "epoch": epoch + 1}
                 save_checkpoint(best_path, eval_model, version="best-so-far")
             state = {
@@ -272,13 +296,13 @@ def train(args: argparse.Namespace) -> dict:
 
     result: dict = {}
     if ddp.main:
-        result = finish(args, cfg, device, best_path, val_split, data_dir, run, history, best)
+        result = finish(args, cfg, device, best_path, val_split, data_dir, run, history, best, extra)
     ddp.barrier()
     ddp.close()
     return result
 
 
-def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best) -> dict:
+def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best, extra=None) -> dict:
     """Pick the best epoch, fit the temperature on validation, report on test, export."""
     from model.checkpoint import load_checkpoint
 
@@ -289,6 +313,9 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
     test_logits = collect_logits(model, test, device=device, progress=True, desc="test")
     test_report = report(test_logits, test.labels, temperature)
     uncalibrated = report(test_logits, test.labels, 1.0)
+    comparison: dict = {}
+    if args.init_from or extra is not None:
+        comparison = compare(args, model, test, extra, device)
     out = args.run_dir / "digits-encoder.safetensors"
     version = save_checkpoint(
         out,
@@ -302,6 +329,8 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
             "test_loss": f"{test_report.loss:.6f}",
             "test_ece": f"{test_report.ece:.6f}",
             "train_args": json.dumps({k: str(v) for k, v in vars(args).items()}, sort_keys=True),
+            "data": json.dumps(data_seen(args, data_dir, extra), sort_keys=True),
+            **({"finetune": json.dumps(comparison, sort_keys=True)} if comparison else {}),
         },
     )
     summary = {
@@ -313,8 +342,10 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
         "test": test_report.as_dict(),
         "test_ece_uncalibrated": uncalibrated.ece,
         "history": history,
+        **({"finetune": comparison} if comparison else {}),
     }
     (args.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    tracking.summary(run, comparison)
     tracking.finish(run, test_report, test_logits, test, temperature, out, version)
     print(
         f"test accuracy {test_report.accuracy:.4%}  loss {test_report.loss:.4f}  "
@@ -322,6 +353,36 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
         f"checkpoint: {out}  version {version}"
     )
     return summary
+
+
+def data_seen(args, data_dir: Path, extra) -> dict:
+    """What the checkpoint learnt from: MNIST, and the corrections (their checksums) and the start point."""
+    seen: dict = {"mnist": str(Path(data_dir).resolve()), "limit_train": args.limit_train}
+    if extra is not None:
+        seen["extra"] = {**extra.describe(), "weight": args.extra_weight}
+    if args.init_from:
+        from model.checkpoint import read_metadata
+
+        meta = read_metadata(args.init_from)
+        seen["init_from"] = {"path": str(args.init_from), "version": meta.get("version"), "sha256": meta.get("sha256")}
+    return seen
+
+
+def compare(args, model, test, extra, device) -> dict:
+    """MNIST test and held-out-correction accuracy of the starting checkpoint and of the result."""
+    from model.checkpoint import load_checkpoint
+
+    if extra is None:
+        empty = test.subset(0)
+        extra = finetune.ExtraData(Path("."), empty, empty)
+    after = finetune.accuracies(model, test, extra, device)
+    before = (
+        finetune.accuracies(load_checkpoint(args.init_from, device=device).model, test, extra, device)
+        if (args.init_from)
+        else {k: None for k in after}
+    )
+    print(finetune.format_comparison(before, after, len(extra.holdout)))
+    return {"before": before, "after": after}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,7 +79,7 @@ async def test_serves_from_env_and_stops_on_sigterm(tmp_path, digits_server, dig
         await fake.stop()
     logs = out.decode() + err.decode()
     assert proc.returncode == 0, logs[-3000:]
-    assert f"synced 2 commands to guild {fake.guild_id}" in logs and "shutting down" in logs
+    assert f"synced 4 commands to guild {fake.guild_id}" in logs and "shutting down" in logs
     assert "DEBUG" in logs  # the check below is meaningful only if verbose logging was on
     assert TOKEN not in logs
     assert "Traceback" not in logs

@@ -77,6 +77,8 @@ def test_digits_run_serves_a_photo_and_stops_everything_on_ctrl_c(tmp_path, digi
                 time.sleep(0.1)
             reply = [c for c in fake.sent("sendMessage") if c.reply_to == mid][0]
             assert "sure)" in reply.params["text"]
+            store = (tmp_path / "digits-feedback.sqlite3").resolve()  # corrections kept by default, and said where
+            assert store.is_file() and f"kept in {store}" in log_path.read_text()
         finally:
             run.send_signal(signal.SIGINT)
             code = run.wait(60)

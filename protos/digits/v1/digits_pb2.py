@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"<\n\x0ePredictRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06pixels\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\"r\n\x0fPredictResponse\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\"\r\n\x0bPingRequest\"%\n\x0cPingResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"?\n\x13PredictBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.digits.v1.PredictRequest\"A\n\x14PredictBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.digits.v1.PredictResult\"s\n\rPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.digits.v1.PredictResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.digits.v1.ItemErrorH\x00\x42\t\n\x07outcome\",\n\tItemError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\xdd\x01\n\x0f\x44igitClassifier\x12@\n\x07Predict\x12\x19.digits.v1.PredictRequest\x1a\x1a.digits.v1.PredictResponse\x12\x37\n\x04Ping\x12\x16.digits.v1.PingRequest\x1a\x17.digits.v1.PingResponse\x12O\n\x0cPredictBatch\x12\x1e.digits.v1.PredictBatchRequest\x1a\x1f.digits.v1.PredictBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"<\n\x0ePredictRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06pixels\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\"r\n\x0fPredictResponse\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\"\r\n\x0bPingRequest\"%\n\x0cPingResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"?\n\x13PredictBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.digits.v1.PredictRequest\"A\n\x14PredictBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.digits.v1.PredictResult\"s\n\rPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.digits.v1.PredictResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.digits.v1.ItemErrorH\x00\x42\t\n\x07outcome\",\n\tItemError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"z\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x11\n\tpredicted\x18\x02 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0c\n\x04user\x18\x06 \x01(\t\"\x1b\n\rFeedbackReply\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\rForgetRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"\x1e\n\x0b\x46orgetReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x32\xdb\x02\n\x0f\x44igitClassifier\x12@\n\x07Predict\x12\x19.digits.v1.PredictRequest\x1a\x1a.digits.v1.PredictResponse\x12\x37\n\x04Ping\x12\x16.digits.v1.PingRequest\x1a\x17.digits.v1.PingResponse\x12O\n\x0cPredictBatch\x12\x1e.digits.v1.PredictBatchRequest\x1a\x1f.digits.v1.PredictBatchResponse\x12@\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.digits.v1.FeedbackRequest\x1a\x18.digits.v1.FeedbackReply\x12:\n\x06\x46orget\x12\x18.digits.v1.ForgetRequest\x1a\x16.digits.v1.ForgetReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTRESULT']._serialized_end=516
   _globals['_ITEMERROR']._serialized_start=518
   _globals['_ITEMERROR']._serialized_end=562
-  _globals['_DIGITCLASSIFIER']._serialized_start=565
-  _globals['_DIGITCLASSIFIER']._serialized_end=786
+  _globals['_FEEDBACKREQUEST']._serialized_start=564
+  _globals['_FEEDBACKREQUEST']._serialized_end=686
+  _globals['_FEEDBACKREPLY']._serialized_start=688
+  _globals['_FEEDBACKREPLY']._serialized_end=715
+  _globals['_FORGETREQUEST']._serialized_start=717
+  _globals['_FORGETREQUEST']._serialized_end=746
+  _globals['_FORGETREPLY']._serialized_start=748
+  _globals['_FORGETREPLY']._serialized_end=778
+  _globals['_DIGITCLASSIFIER']._serialized_start=781
+  _globals['_DIGITCLASSIFIER']._serialized_end=1128
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,16 @@ class DigitClassifierStub:
                 request_serializer=digits_dot_v1_dot_digits__pb2.PredictBatchRequest.SerializeToString,
                 response_deserializer=digits_dot_v1_dot_digits__pb2.PredictBatchResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/digits.v1.DigitClassifier/Feedback',
+                request_serializer=digits_dot_v1_dot_digits__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=digits_dot_v1_dot_digits__pb2.FeedbackReply.FromString,
+                _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/digits.v1.DigitClassifier/Forget',
+                request_serializer=digits_dot_v1_dot_digits__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=digits_dot_v1_dot_digits__pb2.ForgetReply.FromString,
+                _registered_method=True)
 
 
 class DigitClassifierServicer:
@@ -84,6 +94,22 @@ class DigitClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Store a user's correction of an answer (issue 12). Needs a server started with --feedback-db
+        (else FAILED_PRECONDITION). Bad pixels or a label out of range: INVALID_ARGUMENT with a reason
+        (BAD_PIXELS, BAD_LABEL). Acknowledged means durably on disk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forget(self, request, context):
+        """Delete everything stored for one pseudonymous user; answers how many records went.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DigitClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +127,16 @@ def add_DigitClassifierServicer_to_server(servicer, server):
                     servicer.PredictBatch,
                     request_deserializer=digits_dot_v1_dot_digits__pb2.PredictBatchRequest.FromString,
                     response_serializer=digits_dot_v1_dot_digits__pb2.PredictBatchResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=digits_dot_v1_dot_digits__pb2.FeedbackRequest.FromString,
+                    response_serializer=digits_dot_v1_dot_digits__pb2.FeedbackReply.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=digits_dot_v1_dot_digits__pb2.ForgetRequest.FromString,
+                    response_serializer=digits_dot_v1_dot_digits__pb2.ForgetReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +220,60 @@ class DigitClassifier:
             '/digits.v1.DigitClassifier/PredictBatch',
             digits_dot_v1_dot_digits__pb2.PredictBatchRequest.SerializeToString,
             digits_dot_v1_dot_digits__pb2.PredictBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/digits.v1.DigitClassifier/Feedback',
+            digits_dot_v1_dot_digits__pb2.FeedbackRequest.SerializeToString,
+            digits_dot_v1_dot_digits__pb2.FeedbackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/digits.v1.DigitClassifier/Forget',
+            digits_dot_v1_dot_digits__pb2.ForgetRequest.SerializeToString,
+            digits_dot_v1_dot_digits__pb2.ForgetReply.FromString,
             options,
             channel_credentials,
             insecure,

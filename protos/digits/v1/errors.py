@@ -32,6 +32,11 @@ class Reason(StrEnum):
     CANCELLED = "CANCELLED"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    # Feedback / Forget (issue 12)
+    BAD_LABEL = "BAD_LABEL"  # `predicted` not 0..9, or `correct` not 0..9 / -1 ("not a digit")
+    BAD_USER = "BAD_USER"  # Forget without a user, or a user id shaped like a raw platform id
+    BAD_FIELD = "BAD_FIELD"  # model_version / source / user longer than the store keeps
+    FEEDBACK_DISABLED = "FEEDBACK_DISABLED"  # the server runs without --feedback-db (FAILED_PRECONDITION)
 
 
 def rich_status(code: grpc.StatusCode, reason: Reason | str, message: str, **metadata: str) -> grpc.Status:

@@ -1,0 +1,249 @@
+"""Corrections in chat: the right/wrong buttons under an answer, for both platforms.
+
+Why here, once: Telegram and Discord must agree on who may correct (only the sender), what is
+sent to the server (the 28x28 image the model saw, its answer, the user's label, a pseudonymous
+id), and what a second tap does (nothing: one record, one thanks).
+
+- The user id sent to the server is a keyed hash (HMAC-SHA256) of "platform:id" with
+  DIGITS_FEEDBACK_SECRET, so the server never sees a platform id and ids cannot be reversed
+  without the key. With the variable unset, a secret is generated on first run and saved in
+  DIGITS_FEEDBACK_SECRET_FILE (default `.digits-feedback-secret`, mode 0600).
+- The buttons carry only a short random token and the choice (`fb:<token>:<choice>`): stable
+  ids that work after a restart because the answer they belong to (the 28x28 image, the answer,
+  the sender's hash) waits in a small SQLite file (DIGITS_FEEDBACK_PENDING, default
+  `.digits-feedback-pending.sqlite3`) until it is corrected or expires (7 days).
+- DIGITS_FEEDBACK=off: no buttons, nothing kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bots.config import ConfigError, env_flag
+from client import DigitsClient, DigitsError, FeedbackDisabled
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_ENV = "DIGITS_FEEDBACK"
+SECRET_ENV = "DIGITS_FEEDBACK_SECRET"
+SECRET_FILE_ENV = "DIGITS_FEEDBACK_SECRET_FILE"
+PENDING_ENV = "DIGITS_FEEDBACK_PENDING"
+DEFAULT_SECRET_FILE = ".digits-feedback-secret"
+DEFAULT_PENDING_FILE = ".digits-feedback-pending.sqlite3"
+PENDING_TTL = 7 * 24 * 3600.0
+NOT_A_DIGIT = -1
+PREFIX = "fb"
+CHOICE_RIGHT, CHOICE_WRONG, CHOICE_NOT_DIGIT = "ok", "no", "x"
+ID_PATTERN = re.compile(rf"{PREFIX}:(?P<token>[0-9a-f]{{16}}):(?P<choice>ok|no|x|[0-9])")
+
+
+def button_id(token: str, choice: str) -> str:
+    """The stable id of one button (Telegram callback_data, Discord custom_id): at most 22 characters."""
+    return f"{PREFIX}:{token}:{choice}"
+
+
+def parse_button_id(value: str) -> tuple[str, str] | None:
+    m = ID_PATTERN.fullmatch(value or "")
+    return (m["token"], m["choice"]) if m else None
+
+
+def load_secret(env: Mapping[str, str], path: Path) -> bytes:
+    """DIGITS_FEEDBACK_SECRET, else the saved one, else a new one saved to `path` (owner-only)."""
+    raw = (env.get(SECRET_ENV) or "").strip()
+    if raw:
+        if len(raw) < 16:
+            raise ConfigError(f"{SECRET_ENV} must be at least 16 characters (it keys the users' pseudonyms)")
+        return raw.encode()
+    if path.is_file():
+        return path.read_text().strip().encode()
+    value = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    log.info("generated the feedback secret (keys users' pseudonyms) and saved it in %s", path.resolve())
+    return value.encode()
+
+
+def pseudonym(secret: bytes, platform: str, user_id: int | str) -> str:
+    """An opaque, stable id for one chat user: never the platform id, not reversible without the secret."""
+    return "u-" + hmac.new(secret, f"{platform}:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    enabled: bool = True
+    secret_file: Path = Path(DEFAULT_SECRET_FILE)
+    pending_file: Path = Path(DEFAULT_PENDING_FILE)
+
+
+def feedback_config_from_env(env: Mapping[str, str] | None = None) -> FeedbackConfig:
+    env = os.environ if env is None else env
+    return FeedbackConfig(
+        enabled=env_flag(env, FEEDBACK_ENV, True),
+        secret_file=Path(env.get(SECRET_FILE_ENV) or DEFAULT_SECRET_FILE),
+        pending_file=Path(env.get(PENDING_ENV) or DEFAULT_PENDING_FILE),
+    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    token: str
+    owner: str
+    pixels: bytes
+    predicted: int
+    model_version: str
+    source: str
+    created: float
+    label: int | None  # None until recorded
+
+
+class PendingStore:
+    """Answers waiting for a tap, in SQLite so the buttons still work after a restart."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS pending (token TEXT PRIMARY KEY, owner TEXT NOT NULL, pixels BLOB NOT NULL,"
+                " predicted INTEGER NOT NULL, model_version TEXT NOT NULL, source TEXT NOT NULL, created REAL NOT NULL,"
+                " label INTEGER)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS pending_owner ON pending (owner)")
+
+    def add(self, owner: str, pixels: bytes, predicted: int, model_version: str, source: str) -> str:
+        token = secrets.token_hex(8)
+        now = time.time()
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE created < ?", (now - PENDING_TTL,))
+            self._db.execute(
+                "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (token, owner, pixels, predicted, model_version, source, now),
+            )
+        return token
+
+    def get(self, token: str) -> Pending | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM pending WHERE token = ?", (token,)).fetchone()
+        if row is None or row[6] < time.time() - PENDING_TTL:
+            return None
+        return Pending(*row)
+
+    def claim(self, token: str, label: int) -> bool:
+        """Record `label` once; False if a label was already recorded (a second tap, a race)."""
+        with self._lock:
+            cur = self._db.execute("UPDATE pending SET label = ? WHERE token = ? AND label IS NULL", (label, token))
+        return cur.rowcount == 1
+
+    def release(self, token: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE pending SET label = NULL WHERE token = ?", (token,))
+
+    def forget(self, owner: str) -> int:
+        with self._lock:
+            return self._db.execute("DELETE FROM pending WHERE owner = ?", (owner,)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Result(enum.StrEnum):
+    ASK_DIGIT = "ask_digit"  # "wrong": show 0-9 and "not a digit"
+    RECORDED = "recorded"
+    ALREADY = "already"  # a label was recorded before: no second record, no second thanks
+    NOT_YOURS = "not_yours"
+    EXPIRED = "expired"
+    FAILED = "failed"  # the server could not store it; the user may tap again
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    label: int | None = None  # RECORDED / ALREADY: what was recorded (NOT_A_DIGIT for "not a digit")
+    predicted: int | None = None
+
+
+class Feedback:
+    """The platform-independent correction flow."""
+
+    def __init__(self, client: DigitsClient, config: FeedbackConfig, env: Mapping[str, str] | None = None) -> None:
+        self.client = client
+        self.enabled = config.enabled
+        self.secret = load_secret(os.environ if env is None else env, config.secret_file) if self.enabled else b""
+        self.pending = PendingStore(config.pending_file) if self.enabled else None
+
+    def user(self, platform: str, user_id: int | str) -> str:
+        return pseudonym(self.secret, platform, user_id)
+
+    async def offer(self, platform: str, user_id: int | str, pixels: bytes | None, digit: int | None,
+                    model_version: str | None) -> str | None:
+        """Keep an answer for correction; returns the token its buttons carry (None: no buttons)."""
+        if self.pending is None or not pixels or digit is None:
+            return None
+        return await asyncio.to_thread(
+            self.pending.add, self.user(platform, user_id), pixels, digit, model_version or "", platform
+        )
+
+    async def choose(self, platform: str, user_id: int | str, token: str, choice: str) -> Outcome:
+        """One tap. Only the sender may correct; a label is recorded (and thanked for) once."""
+        if self.pending is None:
+            return Outcome(Result.OFF)
+        entry = await asyncio.to_thread(self.pending.get, token)
+        if entry is None:
+            return Outcome(Result.EXPIRED)
+        if not hmac.compare_digest(entry.owner, self.user(platform, user_id)):
+            return Outcome(Result.NOT_YOURS)
+        if entry.label is not None:
+            return Outcome(Result.ALREADY, entry.label, entry.predicted)
+        if choice == CHOICE_WRONG:
+            return Outcome(Result.ASK_DIGIT, predicted=entry.predicted)
+        labels = {CHOICE_RIGHT: entry.predicted, CHOICE_NOT_DIGIT: NOT_A_DIGIT}
+        label = labels[choice] if choice in labels else int(choice)
+        if not await asyncio.to_thread(self.pending.claim, token, label):
+            fresh = await asyncio.to_thread(self.pending.get, token)
+            return Outcome(Result.ALREADY, fresh.label if fresh else label, entry.predicted)
+        try:
+            await self.client.feedback(entry.pixels, entry.predicted, label, model_version=entry.model_version,
+                                       source=platform, user=entry.owner)
+        except DigitsError as exc:
+            log.warning("feedback not stored (%s): %s", exc.reason, exc)
+            await asyncio.to_thread(self.pending.release, token)
+            return Outcome(Result.FAILED, predicted=entry.predicted)
+        return Outcome(Result.RECORDED, label, entry.predicted)
+
+    async def forget(self, platform: str, user_id: int | str) -> int | None:
+        """Delete everything kept for this user (server records and pending answers); None when feedback is off
+        or the server could not be reached."""
+        if self.pending is None:
+            return None
+        owner = self.user(platform, user_id)
+        await asyncio.to_thread(self.pending.forget, owner)
+        try:
+            return await self.client.forget(owner)
+        except FeedbackDisabled:  # the server keeps nothing, so nothing of theirs is kept there
+            return 0
+        except DigitsError as exc:
+            log.warning("forget failed (%s): %s", exc.reason, exc)
+            return None
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending.close()

@@ -1,0 +1,157 @@
+"""Corrections through Discord, end to end: the real discord.py bot against the fake Discord (buttons,
+component interactions), a real digits server keeping a real SQLite feedback store."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+import pytest_asyncio
+
+from bots import replies
+from bots.core import Recognizer
+from bots.discord_bot import DiscordConfig, serve
+from bots.feedback import Feedback, FeedbackConfig, parse_button_id
+from bots.i18n import translator
+from client import DigitsClient
+from testkit.fake_discord import CALLBACK_UPDATE_MESSAGE, EPHEMERAL_FLAG, FakeDiscord
+from testkit.photos import phone_photo
+from testkit.server_process import ServerProcess
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.fake-discord-bot-token.feedback"
+
+
+@pytest.fixture(scope="module")
+def store_server(shipped_model_path, tmp_path_factory):
+    db = tmp_path_factory.mktemp("dc-feedback") / "feedback.sqlite3"
+    server = ServerProcess(model=shipped_model_path, args=["--workers", "1", "--feedback-db", str(db)])
+    server.start()
+    server.db = db
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def bot_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dc-bot")
+    return FeedbackConfig(enabled=True, secret_file=root / "secret", pending_file=root / "pending.sqlite3")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fake():
+    server = await FakeDiscord(TOKEN).start()
+    yield server
+    await server.stop()
+
+
+class Bot:
+    """The bot as a task; `restart()` is a process restart (new client, new state in memory)."""
+
+    def __init__(self, fake, target: str, files: FeedbackConfig) -> None:
+        self.fake, self.target, self.files = fake, target, files
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.client = DigitsClient(self.target, timeout=5.0)
+        self.feedback = Feedback(self.client, self.files)
+        config = DiscordConfig(TOKEN, api_base=self.fake.api_base, gateway_url=None, message_content=True)
+        before = len(self.fake.requests)
+        self.task = asyncio.create_task(serve(config, Recognizer(self.client), self.feedback))
+        await self.fake.wait_until(lambda: len(self.fake.requests) > before and self.fake.connected, what="login")
+        await self.fake.wait_ready()
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        await self.client.close()
+        self.feedback.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bot(fake, store_server, bot_files):
+    running = Bot(fake, store_server.target, bot_files)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def records(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT predicted, correct, source, user FROM feedback").fetchall()
+
+
+async def answer_with_buttons(fake, digit_samples, user, locale="en-US"):
+    attachment = fake.attachment(phone_photo(digit_samples[2][0]))
+    token = await fake.invoke_slash("digit", attachment, user=user, locale=locale)
+    reply = await fake.final_reply(token, timeout=30)
+    assert reply.kind == "followup" and len(reply.custom_ids) == 2, reply.payload
+    return reply
+
+
+async def answer_to(fake, token: str, count: int = 1):
+    """The `count`-th thing the bot sent for interaction `token`."""
+    return (await fake.wait_until(lambda: fake.replies_to(token)[count - 1:] or None, what="an answer"))[0]
+
+
+async def test_sender_corrects_a_stranger_may_not(fake, bot, store_server, digit_samples):
+    sender, stranger = fake.new_user("sender"), fake.new_user("stranger")
+    reply = await answer_with_buttons(fake, digit_samples, sender)
+    right_id, wrong_id = reply.custom_ids
+    token, choice = parse_button_id(wrong_id)
+    assert choice == "no" and parse_button_id(right_id) == (token, "ok")
+    before = len(records(store_server.db))
+
+    refused = await answer_to(fake, await fake.click(reply.message, right_id, user=stranger))
+    assert refused.content == replies.NOT_YOURS and refused.flags & EPHEMERAL_FLAG
+    assert len(records(store_server.db)) == before
+
+    update = await answer_to(fake, await fake.click(reply.message, wrong_id, user=sender))
+    assert update.payload["type"] == CALLBACK_UPDATE_MESSAGE
+    assert update.custom_ids == [f"fb:{token}:{c}" for c in [*map(str, range(10)), "x"]]
+
+    shown = {**reply.message, "components": update.payload["data"]["components"]}  # the message as edited
+    tap = await fake.click(shown, f"fb:{token}:7", user=sender)
+    edited = await answer_to(fake, tap)
+    assert edited.payload["type"] == CALLBACK_UPDATE_MESSAGE and edited.custom_ids == []
+    assert edited.embeds[0]["description"] == "✎ Corrected: 7"
+    thanks = await answer_to(fake, tap, 2)
+    assert thanks.content == "Thanks! Recorded: it's a 7." and thanks.flags & EPHEMERAL_FLAG
+    rows = records(store_server.db)
+    assert len(rows) == before + 1 and rows[-1][1:3] == (7, "discord")
+    assert rows[-1][3].startswith("u-") and sender["id"] not in rows[-1][3]
+
+    again = await answer_to(fake, await fake.click(reply.message, f"fb:{token}:ok", user=sender))  # a stale view
+    assert again.content == replies.ALREADY_RECORDED and len(records(store_server.db)) == before + 1
+
+
+async def test_buttons_survive_a_restart_and_forget(fake, bot, store_server, digit_samples):
+    user = fake.new_user("restarts")
+    reply = await answer_with_buttons(fake, digit_samples, user, locale="es-ES")
+    assert reply.embeds[0]["title"].startswith("Es un ")  # the interaction's locale
+    await bot.stop()
+    await bot.start()  # a new process: no view in memory, only the custom id on the button
+    right_id = reply.custom_ids[0]
+    tap = await fake.click(reply.message, right_id, user=user, locale="es-ES")
+    edited = await answer_to(fake, tap)
+    assert edited.embeds[0]["description"].startswith("✓ ")
+    thanks = await answer_to(fake, tap, 2)
+    assert thanks.content.startswith(translator("es")(replies.RECORDED_DIGIT).split("{digit}")[0])
+
+    forget = await fake.invoke_slash("forget", user=user, locale="uk")
+    done = await fake.final_reply(forget)
+    assert done.content == translator("uk")(replies.FORGOTTEN).format(count=1)
+    assert not [r for r in records(store_server.db) if r[3] == bot.feedback.user("discord", user["id"])]
+
+
+async def test_help_says_what_is_kept(fake, bot):
+    token = await fake.invoke_slash("help", locale="pt-BR")
+    reply = await fake.final_reply(token)
+    tr = translator("pt")
+    assert reply.content == tr(replies.HELP_TEXT) + "\n\n" + tr(replies.PRIVACY_TEXT)
+    assert reply.flags & EPHEMERAL_FLAG

@@ -1,0 +1,221 @@
+"""Corrections through Telegram, end to end: the real python-telegram-bot against the fake Bot API
+(inline keyboards, callback queries), a real digits server keeping a real SQLite feedback store."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import stat
+
+import pytest
+import pytest_asyncio
+
+from bots import replies
+from bots.config import CoreConfig
+from bots.feedback import FeedbackConfig, parse_button_id
+from bots.i18n import LANGUAGES, translator
+from bots.telegram_bot import FEEDBACK_KEY, RECOGNIZER_KEY, build_application
+from testkit.fake_telegram import FakeTelegram
+from testkit.photos import phone_photo
+from testkit.server_process import ServerProcess
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+_users = itertools.count(7000)
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeTelegram() as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def store_server(shipped_model_path, tmp_path_factory):
+    db = tmp_path_factory.mktemp("tg-feedback") / "feedback.sqlite3"
+    server = ServerProcess(model=shipped_model_path, args=["--workers", "1", "--feedback-db", str(db)])
+    server.start()
+    server.db = db
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def bot_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tg-bot")
+    return FeedbackConfig(enabled=True, secret_file=root / "secret", pending_file=root / "pending.sqlite3")
+
+
+async def start(app):
+    await app.initialize()
+    await app.start()
+    await app.updater.start_polling(poll_interval=0.0, timeout=1)
+    return app
+
+
+async def stop(app):
+    await app.updater.stop()
+    await app.stop()
+    await app.bot_data[RECOGNIZER_KEY].close()
+    await app.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(fake, store_server, bot_files):
+    config = CoreConfig(digits_server=store_server.target, timeout=5.0)
+    app = await start(build_application(fake.token, api_url=fake.root, config=config, feedback=bot_files))
+    yield app
+    await stop(app)
+
+
+def records(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        query = "SELECT predicted, correct, source, user, length(pixels), model_version FROM feedback"
+        return conn.execute(query).fetchall()
+
+
+async def photo_answer(fake, digit_samples, user: int, language: str | None = None):
+    """Send a photo; returns the bot's answer message (with its keyboard) as the fake recorded it."""
+    photo = phone_photo(digit_samples[4][0])
+    fake.photo(photo, chat_id=user, user_id=user, language_code=language)
+    calls = await fake.wait_for("sendMessage", chat_id=user, timeout=30)
+    return calls[-1]
+
+
+def buttons(call) -> list[list[dict]]:
+    return call.params["reply_markup"]["inline_keyboard"]
+
+
+async def next_call(fake, method: str):
+    """The next `method` call the bot makes (waits for one more than already recorded)."""
+    return (await fake.wait_for(method, count=len(fake.sent(method)) + 1))[-1]
+
+
+async def tap(fake, message: dict, data: str, user: int, language: str | None = None):
+    before = len(fake.sent("answerCallbackQuery"))
+    _, query_id = fake.callback_query(message, data, user_id=user, language_code=language)
+    calls = await fake.wait_for("answerCallbackQuery", count=before + 1, timeout=15)
+    return next(c for c in calls if c.params.get("callback_query_id") == query_id)
+
+
+async def test_wrong_then_a_digit_is_recorded_once_by_the_sender_only(fake, bot, store_server, digit_samples):
+    user, stranger = next(_users), next(_users)
+    answer = await photo_answer(fake, digit_samples, user)
+    (right, wrong), = buttons(answer)
+    assert right["text"].endswith("Right") and wrong["text"].endswith("Wrong")
+    token, choice = parse_button_id(wrong["callback_data"])
+    assert choice == "no" and len(right["callback_data"]) <= 64
+    message = answer.result
+    before = len(records(store_server.db))
+
+    refused = await tap(fake, message, right["callback_data"], stranger)  # someone else in the chat
+    assert refused.params["text"] == replies.NOT_YOURS and refused.params.get("show_alert") is True
+    assert len(records(store_server.db)) == before
+
+    edits = len(fake.sent("editMessageReplyMarkup"))
+    await tap(fake, message, wrong["callback_data"], user)
+    markup = (await fake.wait_for("editMessageReplyMarkup", count=edits + 1))[-1].params["reply_markup"]
+    markup = markup["inline_keyboard"]
+    labels = [b["text"] for row in markup for b in row]
+    assert labels == [*map(str, range(10)), "Not a digit"]
+
+    edits = len(fake.sent("editMessageText"))
+    thanks = await tap(fake, message, f"fb:{token}:3", user)
+    assert thanks.params["text"] == "Thanks! Recorded: it's a 3."
+    edited = (await fake.wait_for("editMessageText", count=edits + 1))[-1]
+    assert edited.params["text"].startswith("It's a ") and edited.params["text"].endswith("\n✎ Corrected: 3")
+    assert "reply_markup" not in edited.params
+    rows = records(store_server.db)
+    assert len(rows) == before + 1
+    predicted, correct, source, pseudonym, size, version = rows[-1]
+    assert (correct, source, size) == (3, "telegram", 784) and version
+    assert pseudonym.startswith("u-") and str(user) not in pseudonym
+
+    again = await tap(fake, message, f"fb:{token}:5", user)  # a second tap: no second record, no second thanks
+    assert again.params["text"] == replies.ALREADY_RECORDED
+    assert len(records(store_server.db)) == before + 1
+
+
+async def test_right_is_recorded_as_the_answer_and_forget_deletes_it(fake, bot, store_server, digit_samples, bot_files):
+    user = next(_users)
+    answer = await photo_answer(fake, digit_samples, user)
+    (right, _), = buttons(answer)
+    edits = len(fake.sent("editMessageText"))
+    thanks = await tap(fake, answer.result, right["callback_data"], user)
+    assert thanks.params["text"].startswith("Thanks! Recorded: it's a ")
+    edited = (await fake.wait_for("editMessageText", count=edits + 1))[-1]
+    assert "✓ Confirmed: " in edited.params["text"]
+    mine = bot.bot_data[FEEDBACK_KEY].user("telegram", user)
+    assert [r for r in records(store_server.db) if r[3] == mine and r[0] == r[1]]
+    assert stat.S_IMODE(bot_files.secret_file.stat().st_mode) == 0o600  # generated on first run, owner-only
+
+    fake.message(chat_id=user, user_id=user, text="/forget")
+    reply = (await fake.wait_for("sendMessage", chat_id=user, count=2))[-1]
+    assert reply.params["text"] == "Done: deleted 1 stored corrections of yours."
+    assert not [r for r in records(store_server.db) if r[3] == mine]
+
+
+async def test_a_digit_sent_as_a_reply_corrects_the_answer(fake, bot, store_server, digit_samples):
+    user, stranger = next(_users), next(_users)
+    answer = await photo_answer(fake, digit_samples, user)
+    before = len(records(store_server.db))
+    fake.message(chat_id=user, user_id=stranger, text="9", reply_to_message=answer.result)
+    refused = (await fake.wait_for("sendMessage", chat_id=user, count=2))[-1]
+    assert refused.params["text"] == replies.NOT_YOURS and len(records(store_server.db)) == before
+    edits = len(fake.sent("editMessageText"))
+    fake.message(chat_id=user, user_id=user, text=" 8 ", reply_to_message=answer.result)
+    thanks = (await fake.wait_for("sendMessage", chat_id=user, count=3))[-1]
+    assert thanks.params["text"] == "Thanks! Recorded: it's a 8."
+    assert (await fake.wait_for("editMessageText", count=edits + 1))[-1].params["text"].endswith("Corrected: 8")
+    assert records(store_server.db)[-1][1] == 8 and len(records(store_server.db)) == before + 1
+
+
+async def test_buttons_work_after_a_restart(fake, bot, store_server, digit_samples, bot_files):
+    user = next(_users)
+    answer = await photo_answer(fake, digit_samples, user)
+    await stop(bot)  # the bot restarts; the message with its buttons stays in the chat
+    config = CoreConfig(digits_server=store_server.target, timeout=5.0)
+    again = await start(build_application(fake.token, api_url=fake.root, config=config, feedback=bot_files))
+    try:
+        before = len(records(store_server.db))
+        thanks = await tap(fake, answer.result, buttons(answer)[0][1]["callback_data"].replace(":no", ":x"), user)
+        assert thanks.params["text"] == "Thanks! Recorded: not a digit."
+        assert records(store_server.db)[-1][1] == -1 and len(records(store_server.db)) == before + 1
+    finally:
+        await stop(again)
+        await start(bot)  # (module fixture) back as it was for the tests after this one
+
+
+async def test_feedback_off_shows_no_buttons(store_server, digit_samples):
+    config = CoreConfig(digits_server=store_server.target, timeout=5.0)
+    with FakeTelegram() as fake:  # its own Bot API: the module's bot keeps polling the other one
+        await feedback_off(fake, config, digit_samples)
+
+
+async def feedback_off(fake, config, digit_samples):
+    app = await start(build_application(fake.token, api_url=fake.root, config=config, feedback=None))
+    try:
+        user = next(_users)
+        answer = await photo_answer(fake, digit_samples, user)
+        assert "sure)" in answer.params["text"] and "reply_markup" not in answer.params
+        fake.message(chat_id=user, user_id=user, text="/forget")
+        reply = (await fake.wait_for("sendMessage", chat_id=user, count=2))[-1]
+        assert reply.params["text"] == replies.FEEDBACK_OFF
+    finally:
+        await stop(app)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_replies_in_the_users_language(fake, bot, digit_samples, language):
+    tr = translator(language)
+    user = next(_users)
+    answer = await photo_answer(fake, digit_samples, user, language=f"{language}-XX")
+    (right, wrong), = buttons(answer)
+    assert right["text"] == "✓ " + tr(replies.RIGHT_BUTTON) and wrong["text"] == "✗ " + tr(replies.WRONG_BUTTON)
+    expected_start = tr(replies.DIGIT_TEXT).split("{digit}")[0]
+    assert answer.params["text"].startswith(expected_start.replace("'", "'"))
+    fake.message(chat_id=user, user_id=user, text="/help", language_code=language)
+    help_text = (await fake.wait_for("sendMessage", chat_id=user, count=2))[-1].params["text"]
+    assert tr(replies.PRIVACY_TEXT) in help_text and help_text.startswith(tr(replies.HELP_TEXT))
+    if language != "en":
+        assert tr(replies.PRIVACY_TEXT) != replies.PRIVACY_TEXT  # really translated
