@@ -22,6 +22,7 @@ import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.gateway import DiscordWebSocket
 
 from bots import replies
@@ -71,6 +72,11 @@ TITLE_UNSURE = N_("Probably a {digit}")
 CONFIDENCE_FIELD = N_("Confidence")
 RUNNER_UP_FIELD = N_("Runner-up")
 WORDING = {Outcome.DOWNLOAD_FAILED: DOWNLOAD_FAILED_TEXT}
+DIGIT_DESCRIPTION = N_("Read one handwritten digit from an image")
+IMAGE_DESCRIPTION = N_("A photo or image file of one handwritten digit")
+READ_DIGIT_MENU = N_("Read digit")
+FORGET_DESCRIPTION = N_("Delete the corrections kept for you")
+HELP_DESCRIPTION = N_("How to get a good result, and what is kept")
 COLOURS = {
     Outcome.DIGIT: discord.Colour.green(),
     Outcome.RATE_LIMITED: discord.Colour.orange(),
@@ -189,6 +195,44 @@ def interaction_translator(interaction: discord.Interaction) -> Translate:
     return translator(str(interaction.locale.value) if interaction.locale else None)
 
 
+class CatalogTranslator(app_commands.Translator):
+    """The slash commands' descriptions and the "Read digit" menu in every language we have a catalog for:
+    discord.py sends them to Discord as `*_localizations` at sync, and each user's client shows its own."""
+
+    async def translate(self, string: locale_str, locale: discord.Locale, context) -> str | None:
+        text = translator(str(locale.value))(string.message)
+        return text if text != string.message else None  # None: Discord shows the English default
+
+
+class UserLocales:
+    """The locale each user's Discord client last reported, remembered from their interactions.
+
+    Why: a message (a mention, a DM) carries no locale of its author; only interactions (/digit, the
+    menu, a button) do. So a user who has once used a command or tapped a button is answered in their
+    own language afterwards; before that, in a guild, the guild's preferred locale; in a DM, English.
+    In this process only (a Discord bot is one process per shard set): bounded, oldest forgotten first."""
+
+    def __init__(self, max_users: int = 100_000) -> None:
+        self._locales: dict[int, str] = {}
+        self._max_users = max_users
+
+    def remember(self, interaction: discord.Interaction) -> None:
+        if interaction.locale is None:
+            return
+        user_id = interaction.user.id
+        self._locales.pop(user_id, None)  # re-inserted last: dict order is the recency order
+        self._locales[user_id] = str(interaction.locale.value)
+        while len(self._locales) > self._max_users:
+            del self._locales[next(iter(self._locales))]
+
+    def for_message(self, message: discord.Message) -> Translate:
+        """The best signal for a message: the author's own locale if known, else the guild's, else English."""
+        known = self._locales.get(message.author.id)
+        if known is None and message.guild is not None:
+            known = str(message.guild.preferred_locale.value)
+        return translator(known)
+
+
 def pick_attachment(attachments: list[discord.Attachment]) -> discord.Attachment | None:
     """The first image attachment, else the first attachment (so a PDF gets 'not an image', not silence)."""
     for attachment in attachments:
@@ -210,14 +254,15 @@ class DigitsBot(discord.Client):
         self.config = config
         self.feedback = feedback if feedback is not None else Feedback(recognizer.client, FeedbackConfig(enabled=False))
         self.tree = app_commands.CommandTree(self)
+        self.user_locales = UserLocales()
         self._register_commands()
 
     # -- startup ---------------------------------------------------------------------------
     def _register_commands(self) -> None:
         bot = self
 
-        @app_commands.command(name="digit", description="Read one handwritten digit from an image")
-        @app_commands.describe(image="A photo or image file of one handwritten digit")
+        @app_commands.command(name="digit", description=locale_str(DIGIT_DESCRIPTION))
+        @app_commands.describe(image=locale_str(IMAGE_DESCRIPTION))
         @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
         async def digit(interaction: discord.Interaction, image: discord.Attachment) -> None:
             await bot.answer_interaction(interaction, image)
@@ -226,19 +271,20 @@ class DigitsBot(discord.Client):
         async def read_digit(interaction: discord.Interaction, message: discord.Message) -> None:
             await bot.answer_interaction(interaction, pick_attachment(message.attachments))
 
-        @app_commands.command(name="forget", description="Delete the corrections kept for you")
+        @app_commands.command(name="forget", description=locale_str(FORGET_DESCRIPTION))
         @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
         async def forget(interaction: discord.Interaction) -> None:
             await bot.forget(interaction)
 
-        @app_commands.command(name="help", description="How to get a good result, and what is kept")
+        @app_commands.command(name="help", description=locale_str(HELP_DESCRIPTION))
         @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
         async def help_command(interaction: discord.Interaction) -> None:
+            bot.user_locales.remember(interaction)
             tr = interaction_translator(interaction)
             privacy = "\n\n" + tr(replies.PRIVACY_TEXT) if bot.feedback.enabled else ""
             await interaction.response.send_message(tr(replies.HELP_TEXT) + privacy, ephemeral=True)
 
-        menu = app_commands.ContextMenu(name="Read digit", callback=read_digit)
+        menu = app_commands.ContextMenu(name=locale_str(READ_DIGIT_MENU), callback=read_digit)
         self.tree.add_command(digit)
         self.tree.add_command(menu)
         self.tree.add_command(forget)
@@ -247,6 +293,7 @@ class DigitsBot(discord.Client):
     async def setup_hook(self) -> None:
         """After login, before the gateway: find the gateway and sync the application commands."""
         self.add_dynamic_items(FeedbackButton)  # buttons matched by custom id: they outlive a restart
+        await self.tree.set_translator(CatalogTranslator())
         if self.config.gateway_url is None:
             try:
                 _, url, _ = await self.http.get_bot_gateway()
@@ -291,6 +338,7 @@ class DigitsBot(discord.Client):
 
     async def answer_interaction(self, interaction: discord.Interaction, attachment: discord.Attachment | None) -> None:
         """Refusals answer at once (ephemeral); real work is deferred past Discord's 3-second window."""
+        self.user_locales.remember(interaction)
         tr = interaction_translator(interaction)
         try:
             if attachment is None:
@@ -318,13 +366,14 @@ class DigitsBot(discord.Client):
         mentioned = any(user.id == self.user.id for user in message.mentions)
         if not (in_dm or mentioned):
             return
+        tr = self.user_locales.for_message(message)
         try:
             attachment = pick_attachment(message.attachments)
             referenced = message.reference.resolved if message.reference else None
             if attachment is None and isinstance(referenced, discord.Message) and referenced.author.id != self.user.id:
                 attachment = pick_attachment(referenced.attachments)  # "@digits" in reply to someone's photo
             if attachment is None:
-                await message.reply(self.recognizer.HELP_TEXT, mention_author=False)
+                await message.reply(tr(self.recognizer.HELP_TEXT), mention_author=False)
                 return
 
             async def typing() -> None:
@@ -334,7 +383,6 @@ class DigitsBot(discord.Client):
                     log.debug("typing indicator failed: %s", exc)
 
             answer = await self._handle(message.author.id, attachment, typing)
-            tr = translator(str(message.guild.preferred_locale.value) if message.guild else None)
             kwargs = await self._with_buttons(render(answer, tr), message.author.id, answer, tr)
             await message.reply(**kwargs, mention_author=False)
         except discord.HTTPException:
@@ -343,6 +391,7 @@ class DigitsBot(discord.Client):
     # -- corrections (bots.feedback) ----------------------------------------------------------
     async def on_feedback(self, interaction: discord.Interaction, token: str, choice: str) -> None:
         """A tap on right / wrong / a digit under an answer: only its sender may correct it, once."""
+        self.user_locales.remember(interaction)
         tr = interaction_translator(interaction)
         try:
             outcome = await self.feedback.choose("discord", interaction.user.id, token, choice)
@@ -372,6 +421,7 @@ class DigitsBot(discord.Client):
 
     async def forget(self, interaction: discord.Interaction) -> None:
         """/forget: delete every correction kept for this user, and say how many went."""
+        self.user_locales.remember(interaction)
         tr = interaction_translator(interaction)
         if not self.feedback.enabled:
             await interaction.response.send_message(tr(replies.FEEDBACK_OFF), ephemeral=True)
@@ -422,7 +472,7 @@ async def serve(config: DiscordConfig, recognizer: Recognizer, feedback: Feedbac
 
 async def _amain(config: DiscordConfig, core: CoreConfig, feedback_config: FeedbackConfig | None = None) -> int:
     recognizer = make_recognizer(core, make_client(core))
-    feedback = Feedback(recognizer.client, feedback_config or FeedbackConfig(enabled=False))
+    feedback = Feedback(recognizer.client, feedback_config or FeedbackConfig(enabled=False), redis_url=core.redis_url)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -436,7 +486,7 @@ async def _amain(config: DiscordConfig, core: CoreConfig, feedback_config: Feedb
         return EXIT_CONFIG
     finally:
         await recognizer.close()
-        feedback.close()
+        await feedback.aclose()
     return 0
 
 

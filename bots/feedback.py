@@ -10,8 +10,11 @@ id), and what a second tap does (nothing: one record, one thanks).
   DIGITS_FEEDBACK_SECRET_FILE (default `.digits-feedback-secret`, mode 0600).
 - The buttons carry only a short random token and the choice (`fb:<token>:<choice>`): stable
   ids that work after a restart because the answer they belong to (the 28x28 image, the answer,
-  the sender's hash) waits in a small SQLite file (DIGITS_FEEDBACK_PENDING, default
-  `.digits-feedback-pending.sqlite3`) until it is corrected or expires (7 days).
+  the sender's hash) waits until it is corrected or expires (7 days): in Redis when DIGITS_REDIS_URL
+  is set (bots.redis_store.RedisPending), so that webhook replicas on different hosts share it (the
+  answer sent by one replica, its button tapped through another); else in a small SQLite file
+  (DIGITS_FEEDBACK_PENDING, default `.digits-feedback-pending.sqlite3`), which one process (or
+  replicas on one host sharing the file) can use.
 - DIGITS_FEEDBACK=off: no buttons, nothing kept.
 """
 
@@ -31,6 +34,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bots.config import ConfigError, env_flag
 from client import DigitsClient, DigitsError, FeedbackDisabled
@@ -48,6 +52,11 @@ NOT_A_DIGIT = -1
 PREFIX = "fb"
 CHOICE_RIGHT, CHOICE_WRONG, CHOICE_NOT_DIGIT = "ok", "no", "x"
 ID_PATTERN = re.compile(rf"{PREFIX}:(?P<token>[0-9a-f]{{16}}):(?P<choice>ok|no|x|[0-9])")
+
+
+def new_token() -> str:
+    """The random part of a button id: 16 hex digits, as ID_PATTERN expects."""
+    return secrets.token_hex(8)
 
 
 def button_id(token: str, choice: str) -> str:
@@ -128,7 +137,7 @@ class PendingStore:
             self._db.execute("CREATE INDEX IF NOT EXISTS pending_owner ON pending (owner)")
 
     def add(self, owner: str, pixels: bytes, predicted: int, model_version: str, source: str) -> str:
-        token = secrets.token_hex(8)
+        token = new_token()
         now = time.time()
         with self._lock:
             self._db.execute("DELETE FROM pending WHERE created < ?", (now - PENDING_TTL,))
@@ -164,6 +173,66 @@ class PendingStore:
             self._db.close()
 
 
+class PendingUnavailable(Exception):
+    """The shared pending-answer store (Redis) could not be reached; the tap can be tried again."""
+
+
+class PendingAnswers(Protocol):
+    """Where answers wait for a tap: `LocalPending` (SQLite) or `bots.redis_store.RedisPending`."""
+
+    async def add(self, owner: str, pixels: bytes, predicted: int, model_version: str, source: str) -> str:
+        ...
+
+    async def get(self, token: str) -> Pending | None:
+        ...
+
+    async def claim(self, token: str, label: int) -> bool:
+        ...
+
+    async def release(self, token: str) -> None:
+        ...
+
+    async def forget(self, owner: str) -> int:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class LocalPending:
+    """PendingAnswers over the SQLite PendingStore, off the event loop (SQLite calls block)."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = PendingStore(path)
+
+    async def add(self, owner: str, pixels: bytes, predicted: int, model_version: str, source: str) -> str:
+        return await asyncio.to_thread(self.store.add, owner, pixels, predicted, model_version, source)
+
+    async def get(self, token: str) -> Pending | None:
+        return await asyncio.to_thread(self.store.get, token)
+
+    async def claim(self, token: str, label: int) -> bool:
+        return await asyncio.to_thread(self.store.claim, token, label)
+
+    async def release(self, token: str) -> None:
+        await asyncio.to_thread(self.store.release, token)
+
+    async def forget(self, owner: str) -> int:
+        return await asyncio.to_thread(self.store.forget, owner)
+
+    async def close(self) -> None:
+        self.store.close()
+
+
+def make_pending(config: FeedbackConfig, redis_url: str | None) -> PendingAnswers:
+    """Redis when DIGITS_REDIS_URL is set (shared by every replica), else the local SQLite file."""
+    if redis_url:
+        from bots.redis_store import RedisPending, connect  # redis is only imported when configured
+
+        return RedisPending(connect(redis_url))
+    return LocalPending(config.pending_file)
+
+
 class Result(enum.StrEnum):
     ASK_DIGIT = "ask_digit"  # "wrong": show 0-9 and "not a digit"
     RECORDED = "recorded"
@@ -184,11 +253,13 @@ class Outcome:
 class Feedback:
     """The platform-independent correction flow."""
 
-    def __init__(self, client: DigitsClient, config: FeedbackConfig, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, client: DigitsClient, config: FeedbackConfig, env: Mapping[str, str] | None = None, *,
+                 redis_url: str | None = None) -> None:
+        """`redis_url` (DIGITS_REDIS_URL): keep pending answers in Redis, shared by every replica."""
         self.client = client
         self.enabled = config.enabled
         self.secret = load_secret(os.environ if env is None else env, config.secret_file) if self.enabled else b""
-        self.pending = PendingStore(config.pending_file) if self.enabled else None
+        self.pending: PendingAnswers | None = make_pending(config, redis_url) if self.enabled else None
 
     def user(self, platform: str, user_id: int | str) -> str:
         return pseudonym(self.secret, platform, user_id)
@@ -198,15 +269,23 @@ class Feedback:
         """Keep an answer for correction; returns the token its buttons carry (None: no buttons)."""
         if self.pending is None or not pixels or digit is None:
             return None
-        return await asyncio.to_thread(
-            self.pending.add, self.user(platform, user_id), pixels, digit, model_version or "", platform
-        )
+        try:
+            return await self.pending.add(self.user(platform, user_id), pixels, digit, model_version or "", platform)
+        except PendingUnavailable:  # the answer goes out without buttons rather than not at all
+            return None
 
     async def choose(self, platform: str, user_id: int | str, token: str, choice: str) -> Outcome:
         """One tap. Only the sender may correct; a label is recorded (and thanked for) once."""
         if self.pending is None:
             return Outcome(Result.OFF)
-        entry = await asyncio.to_thread(self.pending.get, token)
+        try:
+            return await self._choose(platform, user_id, token, choice)
+        except PendingUnavailable:
+            return Outcome(Result.FAILED)
+
+    async def _choose(self, platform: str, user_id: int | str, token: str, choice: str) -> Outcome:
+        assert self.pending is not None
+        entry = await self.pending.get(token)
         if entry is None:
             return Outcome(Result.EXPIRED)
         if not hmac.compare_digest(entry.owner, self.user(platform, user_id)):
@@ -217,15 +296,15 @@ class Feedback:
             return Outcome(Result.ASK_DIGIT, predicted=entry.predicted)
         labels = {CHOICE_RIGHT: entry.predicted, CHOICE_NOT_DIGIT: NOT_A_DIGIT}
         label = labels[choice] if choice in labels else int(choice)
-        if not await asyncio.to_thread(self.pending.claim, token, label):
-            fresh = await asyncio.to_thread(self.pending.get, token)
+        if not await self.pending.claim(token, label):
+            fresh = await self.pending.get(token)
             return Outcome(Result.ALREADY, fresh.label if fresh else label, entry.predicted)
         try:
             await self.client.feedback(entry.pixels, entry.predicted, label, model_version=entry.model_version,
                                        source=platform, user=entry.owner)
         except DigitsError as exc:
             log.warning("feedback not stored (%s): %s", exc.reason, exc)
-            await asyncio.to_thread(self.pending.release, token)
+            await self.pending.release(token)
             return Outcome(Result.FAILED, predicted=entry.predicted)
         return Outcome(Result.RECORDED, label, entry.predicted)
 
@@ -235,15 +314,20 @@ class Feedback:
         if self.pending is None:
             return None
         owner = self.user(platform, user_id)
-        await asyncio.to_thread(self.pending.forget, owner)
         try:
-            return await self.client.forget(owner)
+            await self.pending.forget(owner)
+            pending_gone = True
+        except PendingUnavailable:  # still delete the server's records; the user is asked to try again
+            pending_gone = False
+        try:
+            deleted = await self.client.forget(owner)
         except FeedbackDisabled:  # the server keeps nothing, so nothing of theirs is kept there
-            return 0
+            deleted = 0
         except DigitsError as exc:
             log.warning("forget failed (%s): %s", exc.reason, exc)
             return None
+        return deleted if pending_gone else None
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         if self.pending is not None:
-            self.pending.close()
+            await self.pending.close()

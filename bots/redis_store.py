@@ -1,4 +1,5 @@
-"""The bots' shared state in Redis: the per-user rate limit and the chat state, across replicas.
+"""The bots' shared state in Redis: the per-user rate limit, the chat state and the answers waiting
+for a right/wrong tap, across replicas.
 
 Why: several bot processes (webhook replicas, Discord shards in separate pods) must count a user's
 requests together, or each lets the user through `rate` times. The sliding window is one Lua script
@@ -11,6 +12,10 @@ rather than failing closed means a Redis outage costs no user an answer; the cos
 outage, a user may get up to `rate` answers per replica instead of `rate` in all, which the digits
 server's own overload protection (the BUSY answer) bounds anyway. Failing open with no limit at all
 would drop the protection entirely, so the local window is the middle ground.
+
+Pending answers are the exception: a tap handled by another replica needs the answer this one sent,
+so there is no local stand-in. While Redis is down, answers go out without buttons and a tap is
+answered "try again in a minute" (bots.feedback.PendingUnavailable); nothing is recorded wrongly.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from bots.chatstate import MemoryChatState
+from bots.feedback import PENDING_TTL, Pending, PendingUnavailable, new_token
 from bots.ratelimit import InMemoryRateLimiter
 
 log = logging.getLogger(__name__)
@@ -158,6 +164,79 @@ class RedisChatState:
                 self.health.ok()
                 return bool(first)
         return await self.fallback.first_in(key, seconds)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+# KEYS[1]: one pending answer; ARGV[1]: the label. Sets it only if the answer still exists and has none.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], 'label', ARGV[1])
+"""
+
+
+class RedisPending:
+    """bots.feedback.PendingAnswers in Redis: one hash per answer, and one set of tokens per owner (for
+    /forget), both expiring PENDING_TTL (7 days) after the answer, as the SQLite store keeps them.
+
+    "Recorded once" holds across replicas: the label is set with HSETNX (in a script that first checks the
+    answer still exists), so of two taps racing through two replicas exactly one claims it."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = PREFIX, ttl: float = PENDING_TTL) -> None:
+        self._client = client
+        self._prefix = f"{prefix}pending:"
+        self._owners = f"{prefix}pending-owner:"
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self._claim = client.register_script(CLAIM)
+        self.health = RedisHealth("the right/wrong buttons (pending answers)")
+
+    async def _run(self, call):
+        if not self.health.usable():
+            call.close()  # never awaited: spare Redis (and the user) the wait while it is down
+            raise PendingUnavailable("Redis is down")
+        try:
+            result = await call
+        except _FAILURES as exc:
+            self.health.failed(exc)
+            raise PendingUnavailable(repr(exc)) from exc
+        self.health.ok()
+        return result
+
+    async def add(self, owner: str, pixels: bytes, predicted: int, model_version: str, source: str) -> str:
+        token = new_token()
+        key = self._prefix + token
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(key, mapping={"owner": owner, "pixels": pixels, "predicted": predicted,
+                                "model_version": model_version, "source": source, "created": repr(time.time())})
+        pipe.pexpire(key, self._ttl_ms)
+        pipe.sadd(self._owners + owner, token)
+        pipe.pexpire(self._owners + owner, self._ttl_ms)
+        await self._run(pipe.execute())
+        return token
+
+    async def get(self, token: str) -> Pending | None:
+        fields = await self._run(self._client.hgetall(self._prefix + token))
+        if not fields or b"owner" not in fields:
+            return None
+        label = fields.get(b"label")
+        return Pending(token=token, owner=fields[b"owner"].decode(), pixels=fields[b"pixels"],
+                       predicted=int(fields[b"predicted"]), model_version=fields[b"model_version"].decode(),
+                       source=fields[b"source"].decode(), created=float(fields[b"created"]),
+                       label=None if label is None else int(label))
+
+    async def claim(self, token: str, label: int) -> bool:
+        return bool(await self._run(self._claim(keys=[self._prefix + token], args=[label])))
+
+    async def release(self, token: str) -> None:
+        await self._run(self._client.hdel(self._prefix + token, "label"))
+
+    async def forget(self, owner: str) -> int:
+        tokens = await self._run(self._client.smembers(self._owners + owner))
+        keys = [self._prefix + t.decode() for t in tokens]
+        deleted = await self._run(self._client.delete(*keys)) if keys else 0
+        await self._run(self._client.delete(self._owners + owner))
+        return int(deleted)
 
     async def close(self) -> None:
         await self._client.aclose()

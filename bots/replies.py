@@ -10,6 +10,10 @@ in the user's language. The catalogs are in bots/locale/.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from bots.answer import Answer, Outcome
 from bots.i18n import N_, Translate, english
 
@@ -49,19 +53,35 @@ def rate_limited_text(retry_after: float | None, tr: Translate = english) -> str
     return tr(RATE_LIMITED_TEXT).format(seconds=max(1, round(retry_after or 1)))
 
 
-def digit_text(answer: Answer, tr: Translate = english, *, digit_format: str = "{}") -> str:
-    """'It's a 7 (91% sure).', or the unsure form that names the runner-up and ends with the hint.
-    `digit_format` wraps each digit (Telegram passes "<b>{}</b>")."""
+@dataclass(frozen=True)
+class Style:
+    """How one rendering marks up the same wording: the translated sentence is escaped first, then the
+    digits and the hint are put in with their markup. Why: the wording (and its translations) exists once;
+    plain text and Telegram's HTML differ only here."""
+
+    escape: Callable[[str], str] = str
+    digit: str = "{}"  # wraps each digit
+    hint: str = "{}"  # wraps the low-confidence hint (its own line)
+
+
+PLAIN = Style()
+HTML = Style(escape=lambda text: html.escape(text, quote=False), digit="<b>{}</b>", hint="<i>{}</i>")
+
+
+def digit_text(answer: Answer, tr: Translate = english, style: Style = PLAIN) -> str:
+    """'It's a 7 (91% sure).', or the unsure form that names the runner-up and ends with the hint;
+    `style=HTML` gives the same sentence with the digits in bold and the hint in italics."""
     if answer.runner_up is None:
-        return tr(DIGIT_TEXT).format(digit=digit_format.format(answer.digit), confidence=f"{answer.confidence:.0%}")
+        return style.escape(tr(DIGIT_TEXT)).format(digit=style.digit.format(answer.digit),
+                                                   confidence=f"{answer.confidence:.0%}")
     other, other_conf = answer.runner_up
-    text = tr(UNSURE_TEXT).format(
-        digit=digit_format.format(answer.digit),
+    text = style.escape(tr(UNSURE_TEXT)).format(
+        digit=style.digit.format(answer.digit),
         confidence=f"{answer.confidence:.0%}",
-        other=digit_format.format(other),
+        other=style.digit.format(other),
         other_confidence=f"{other_conf:.0%}",
     )
-    return f"{text}\n{tr(answer.hint)}" if answer.hint else text
+    return f"{text}\n{style.hint.format(style.escape(tr(answer.hint)))}" if answer.hint else text
 
 
 _FIXED = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import html
 import logging
 import os
@@ -62,7 +61,7 @@ from bots.feedback import (
     feedback_config_from_env,
     parse_button_id,
 )
-from bots.i18n import N_, Translate, translator
+from bots.i18n import LANGUAGES, N_, Translate, english, translator
 from bots.redact import protect_secrets
 from bots.replies import NOT_STILL_TEXT, digit_text, plain_text
 
@@ -83,12 +82,25 @@ HANDLER_FAILED = N_("Sorry, something went wrong on my side. Please try again.")
 TOKEN_PATTERN = re.compile(r"\d+:[A-Za-z0-9_-]+")
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 URL_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./~-]*")
-COMMANDS = [
-    BotCommand("start", "What this bot does"),
-    BotCommand("help", "How to get a good result"),
-    BotCommand("seen", "Toggle: also send the 28x28 image the model saw"),
-    BotCommand("forget", "Delete the corrections kept for you"),
-]
+SEEN_ON_TEXT = N_("Okay: with each answer I'll also send the 28x28 image the model saw. Send /seen again to stop.")
+SEEN_OFF_TEXT = N_("Okay: I'll stop sending the 28x28 image. Send /seen to turn it back on.")
+SEEN_CAPTION = N_("What I read: the 28x28 image the model saw, enlarged.")
+SEEN_HELP_TEXT = N_("Send /seen to also get the 28x28 image the model read, to understand mistakes.")
+TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit. /help has tips.")
+COMMAND_DESCRIPTIONS = {  # the command menu, set once per language (Telegram shows the one for the user's app language)
+    "start": N_("What this bot does"),
+    "help": N_("How to get a good result"),
+    "seen": N_("Toggle: also send the 28x28 image the model saw"),
+    "forget": N_("Delete the corrections kept for you"),
+}
+
+
+def bot_commands(tr: Translate) -> list[BotCommand]:
+    """The command menu in one language."""
+    return [BotCommand(name, tr(description)) for name, description in COMMAND_DESCRIPTIONS.items()]
+
+
+COMMANDS = bot_commands(english)
 
 
 @dataclass(frozen=True)
@@ -155,13 +167,12 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str | None) ->
 
 
 def format_html(answer: Answer, tr: Translate | None = None) -> str:
-    """Telegram-flavoured reply: the digits in bold, the hint in italics; other outcomes as plain text."""
+    """Telegram-flavoured reply: replies.digit_text's wording with the digits in bold and the hint in italics;
+    other outcomes as (escaped) plain text."""
     tr = tr or translator(None)
     if answer.outcome != Outcome.DIGIT or answer.digit is None or answer.confidence is None:
-        return html.escape(plain_text(answer, WORDING, tr), quote=False)
-    text = digit_text(dataclasses.replace(answer, hint=None), lambda m: html.escape(tr(m), quote=False),
-                      digit_format="<b>{}</b>")
-    return f"{text}\n<i>{html.escape(tr(answer.hint), quote=False)}</i>" if answer.hint else text
+        return replies.HTML.escape(plain_text(answer, WORDING, tr))
+    return digit_text(answer, tr, replies.HTML)
 
 
 def feedback_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
@@ -187,9 +198,7 @@ async def send_answer(message: Message, answer: Answer, *, with_seen: bool = Fal
     the image the model saw."""
     await message.reply_text(format_html(answer, tr), parse_mode=ParseMode.HTML, do_quote=True, reply_markup=markup)
     if with_seen and answer.seen_png:
-        await message.reply_photo(
-            answer.seen_png, caption="What I read: the 28x28 image the model saw, enlarged.", do_quote=True
-        )
+        await message.reply_photo(answer.seen_png, caption=(tr or english)(SEEN_CAPTION), do_quote=True)
 
 
 async def _settle(task: asyncio.Task, timeout: float = 1.0) -> None:
@@ -212,7 +221,7 @@ async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start and /help: what to send and how to get a good result, and what is kept when you correct."""
     if update.effective_message:
         tr = user_translator(update)
-        extra = "\n\nSend /seen to also get the 28x28 image the model read, to understand mistakes."
+        extra = "\n\n" + tr(SEEN_HELP_TEXT)
         feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
         privacy = "\n\n" + tr(replies.PRIVACY_TEXT) if feedback is not None and feedback.enabled else ""
         await update.effective_message.reply_text(tr(Recognizer.HELP_TEXT) + extra + privacy)
@@ -321,17 +330,13 @@ async def on_seen(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if enabled is None:
         enabled = not await state.get_flag(key)
     await state.set_flag(key, enabled)
-    if enabled:
-        text = "Okay: with each answer I'll also send the 28x28 image the model saw. Send /seen again to stop."
-    else:
-        text = "Okay: I'll stop sending the 28x28 image. Send /seen to turn it back on."
-    await message.reply_text(text)
+    await message.reply_text(user_translator(update)(SEEN_ON_TEXT if enabled else SEEN_OFF_TEXT))
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Plain text in a private chat: point at what the bot understands."""
     if update.effective_message:
-        await update.effective_message.reply_text("Send me a photo of a handwritten digit. /help has tips.")
+        await update.effective_message.reply_text(user_translator(update)(TEXT_ONLY_TEXT))
 
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -420,6 +425,18 @@ def flood_control(*, max_retries: int = 2) -> AIORateLimiter:
                         max_retries=max_retries)
 
 
+async def set_commands(app: Application) -> None:
+    """The command menu: English as the default, then one list per language, which Telegram shows to users
+    whose app is in that language. Cosmetic: the bot works without it, so a failure is only logged."""
+    try:
+        await app.bot.set_my_commands(COMMANDS)
+        for lang in LANGUAGES:
+            if lang != "en":
+                await app.bot.set_my_commands(bot_commands(translator(lang)), language_code=lang)
+    except TelegramError as exc:
+        log.warning("setMyCommands failed: %r", exc)
+
+
 def build_application(
     token: str, *, api_url: str = DEFAULT_API_URL, config: CoreConfig | None = None,
     rate_limiter: AIORateLimiter | None | bool = True, feedback: FeedbackConfig | None = None,
@@ -432,10 +449,7 @@ def build_application(
     root = api_url.rstrip("/")
 
     async def post_init(app: Application) -> None:
-        try:
-            await app.bot.set_my_commands(COMMANDS)
-        except TelegramError as exc:  # cosmetic: the bot works without its command menu
-            log.warning("setMyCommands failed: %r", exc)
+        await set_commands(app)
         log.info("telegram bot @%s ready; digits server %s", app.bot.username, config.digits_server)
 
     async def post_shutdown(app: Application) -> None:
@@ -443,7 +457,7 @@ def build_application(
         if recognizer is not None:
             await recognizer.close()
         if app.bot_data.get(FEEDBACK_KEY) is not None:
-            app.bot_data[FEEDBACK_KEY].close()
+            await app.bot_data[FEEDBACK_KEY].aclose()
         state = app.bot_data.get(STATE_KEY)
         if state is not None:
             await state.close()
@@ -464,7 +478,8 @@ def build_application(
     app = builder.build()
     # The client opens its channel lazily on first use, so it can be built before the loop runs.
     recognizer = app.bot_data[RECOGNIZER_KEY] = make_recognizer(config)
-    app.bot_data[FEEDBACK_KEY] = Feedback(recognizer.client, feedback or FeedbackConfig(enabled=False))
+    app.bot_data[FEEDBACK_KEY] = Feedback(recognizer.client, feedback or FeedbackConfig(enabled=False),
+                                          redis_url=config.redis_url)
     app.bot_data[STATE_KEY] = make_chat_state(config)
     app.add_handler(CommandHandler(["start", "help"], on_help))
     app.add_handler(CommandHandler("seen", on_seen))

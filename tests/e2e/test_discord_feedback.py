@@ -11,9 +11,17 @@ import pytest_asyncio
 
 from bots import replies
 from bots.core import Recognizer
-from bots.discord_bot import DiscordConfig, serve
+from bots.discord_bot import (
+    DIGIT_DESCRIPTION,
+    HELP_DESCRIPTION,
+    IMAGE_DESCRIPTION,
+    READ_DIGIT_MENU,
+    TITLE_SURE,
+    DiscordConfig,
+    serve,
+)
 from bots.feedback import Feedback, FeedbackConfig, parse_button_id
-from bots.i18n import translator
+from bots.i18n import LANGUAGES, translator
 from client import DigitsClient
 from testkit.fake_discord import CALLBACK_UPDATE_MESSAGE, EPHEMERAL_FLAG, FakeDiscord
 from testkit.photos import phone_photo
@@ -21,6 +29,7 @@ from testkit.server_process import ServerProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+LOCALES = {"es": "es-ES", "pt": "pt-BR", "ru": "ru", "de": "de", "fr": "fr", "hi": "hi", "uk": "uk"}
 TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.fake-discord-bot-token.feedback"
 
 
@@ -70,7 +79,7 @@ class Bot:
         except asyncio.CancelledError:
             pass
         await self.client.close()
-        self.feedback.close()
+        await self.feedback.aclose()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -155,3 +164,32 @@ async def test_help_says_what_is_kept(fake, bot):
     tr = translator("pt")
     assert reply.content == tr(replies.HELP_TEXT) + "\n\n" + tr(replies.PRIVACY_TEXT)
     assert reply.flags & EPHEMERAL_FLAG
+
+
+async def test_commands_are_localized_in_every_catalog(fake, bot):
+    commands = {c["name"]: c for scope in fake.synced_commands.values() for c in scope}
+    for lang in LANGUAGES:
+        if lang == "en":
+            continue
+        tr = translator(lang)
+        locale = LOCALES[lang]
+        assert commands["digit"]["description_localizations"][locale] == tr(DIGIT_DESCRIPTION)
+        assert commands["digit"]["options"][0]["description_localizations"][locale] == tr(IMAGE_DESCRIPTION)
+        assert commands["help"]["description_localizations"][locale] == tr(HELP_DESCRIPTION)
+        assert commands["Read digit"]["name_localizations"][locale] == tr(READ_DIGIT_MENU)
+    assert commands["digit"]["description"] == DIGIT_DESCRIPTION  # English stays the default
+
+
+async def test_a_dm_is_answered_in_the_language_the_user_last_interacted_in(fake, bot, digit_samples):
+    user = fake.new_user("speaks-german")
+    photo = fake.attachment(phone_photo(digit_samples[2][0]))
+    before = await fake.send_message("", [photo], dm=True, author=user)
+    assert (await fake.final_reply(before["id"], timeout=30)).embeds[0]["title"].startswith("It's a ")  # no signal yet
+    await fake.final_reply(await fake.invoke_slash("help", user=user, locale="de"))
+    after = await fake.send_message("", [fake.attachment(phone_photo(digit_samples[2][0]))], dm=True, author=user)
+    reply = await fake.final_reply(after["id"], timeout=30)
+    assert reply.embeds[0]["title"].startswith(translator("de")(TITLE_SURE).split("{digit}")[0])
+    assert [c["label"] for row in reply.components for c in row["components"]] == [
+        "✓ " + translator("de")(replies.RIGHT_BUTTON), "✗ " + translator("de")(replies.WRONG_BUTTON)]
+    hello = await fake.send_message("hallo", dm=True, author=user)
+    assert (await fake.final_reply(hello["id"])).content == translator("de")(replies.HELP_TEXT)

@@ -13,8 +13,9 @@ import pytest_asyncio
 
 from bots.config import CoreConfig
 from bots.core import make_chat_state, make_limiter
+from bots.feedback import PendingUnavailable
 from bots.ratelimit import InMemoryRateLimiter
-from bots.redis_store import RedisChatState, RedisRateLimiter, connect
+from bots.redis_store import RedisChatState, RedisPending, RedisRateLimiter, connect
 from testkit.redis_server import RedisServer
 from testkit.server_process import REPO_ROOT
 
@@ -125,6 +126,56 @@ async def test_redis_outage_falls_back_to_the_local_window_and_recovers(caplog):
         assert limiter.health.down_since is None and caplog.text.count("Redis is back") == 1
     finally:
         await limiter.close()
+        server.close()
+
+
+async def test_pending_answers_are_shared_claimed_once_forgotten_and_expire(redis_server, request):
+    """The right/wrong buttons' store: an answer kept by one replica is read and claimed through another;
+    of racing taps exactly one claims it; /forget deletes one user's answers only; they expire."""
+    prefix = f"test:{request.node.name}:"
+    a, b = (RedisPending(connect(redis_server.url), prefix=prefix, ttl=1.0) for _ in range(2))
+    try:
+        token = await a.add("u-alice", bytes(range(256)) * 3 + bytes(16), 4, "v1", "telegram")
+        entry = await b.get(token)
+        assert entry is not None and (entry.owner, entry.predicted, entry.model_version, entry.label) == (
+            "u-alice", 4, "v1", None)
+        assert entry.pixels == bytes(range(256)) * 3 + bytes(16)
+        wins = await asyncio.gather(*(store.claim(token, label) for store, label in [(a, 3), (b, 5)] * 4))
+        assert sum(wins) == 1
+        assert (await a.get(token)).label == [3, 5][wins.index(True) % 2]
+        await b.release(token)
+        assert (await a.get(token)).label is None and await a.claim(token, 7)
+
+        mine = [await a.add("u-bob", bytes(784), d, "v1", "discord") for d in range(3)]
+        assert await b.forget("u-bob") == 3 and [await a.get(t) for t in mine] == [None] * 3
+        assert (await b.get(token)).owner == "u-alice"  # someone else's answer stays
+        await asyncio.sleep(1.1)
+        assert await b.get(token) is None and not await b.claim(token, 1)  # expired: no resurrected key
+        assert not await a._client.exists(f"{prefix}pending:{token}")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_pending_answers_while_redis_is_down(caplog):
+    """No local stand-in (another replica could not see it): no buttons, a tap says try again, one log line."""
+    server = RedisServer().start()
+    store = RedisPending(connect(server.url, timeout=0.3), prefix="outage-pending:")
+    store.health.retry_after = 0.2
+    try:
+        caplog.set_level(logging.WARNING, logger="bots.redis_store")
+        token = await store.add("u-x", bytes(784), 1, "v1", "telegram")
+        server.stop()
+        for call in (store.get(token), store.claim(token, 2), store.add("u-x", bytes(784), 1, "v1", "telegram")):
+            with pytest.raises(PendingUnavailable):
+                await call
+        assert caplog.text.count("Redis unreachable") == 1
+        server.start()
+        await asyncio.sleep(0.25)
+        assert (await store.get(token)) is None  # a restarted Redis without persistence forgets; no error
+        assert store.health.down_since is None
+    finally:
+        await store.close()
         server.close()
 
 

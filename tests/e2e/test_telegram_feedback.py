@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import sqlite3
 import stat
 
@@ -11,10 +12,22 @@ import pytest
 import pytest_asyncio
 
 from bots import replies
+from bots.answer import Answer, Outcome
 from bots.config import CoreConfig
 from bots.feedback import FeedbackConfig, parse_button_id
 from bots.i18n import LANGUAGES, translator
-from bots.telegram_bot import FEEDBACK_KEY, RECOGNIZER_KEY, build_application
+from bots.replies import LOW_CONFIDENCE_HINT, digit_text
+from bots.telegram_bot import (
+    COMMAND_DESCRIPTIONS,
+    FEEDBACK_KEY,
+    RECOGNIZER_KEY,
+    SEEN_CAPTION,
+    SEEN_HELP_TEXT,
+    SEEN_OFF_TEXT,
+    SEEN_ON_TEXT,
+    TEXT_ONLY_TEXT,
+    build_application,
+)
 from testkit.fake_telegram import FakeTelegram
 from testkit.photos import phone_photo
 from testkit.server_process import ServerProcess
@@ -77,8 +90,9 @@ def records(db) -> list[tuple]:
 async def photo_answer(fake, digit_samples, user: int, language: str | None = None):
     """Send a photo; returns the bot's answer message (with its keyboard) as the fake recorded it."""
     photo = phone_photo(digit_samples[4][0])
+    before = len(fake.sent("sendMessage", chat_id=user))
     fake.photo(photo, chat_id=user, user_id=user, language_code=language)
-    calls = await fake.wait_for("sendMessage", chat_id=user, timeout=30)
+    calls = await fake.wait_for("sendMessage", chat_id=user, count=before + 1, timeout=30)
     return calls[-1]
 
 
@@ -209,13 +223,45 @@ async def feedback_off(fake, config, digit_samples):
 async def test_replies_in_the_users_language(fake, bot, digit_samples, language):
     tr = translator(language)
     user = next(_users)
+    fake.message(chat_id=user, user_id=user, text="/seen on", language_code=language)
+    assert (await fake.wait_for("sendMessage", chat_id=user))[-1].params["text"] == tr(SEEN_ON_TEXT)
+    photos = len(fake.sent("sendPhoto"))
     answer = await photo_answer(fake, digit_samples, user, language=f"{language}-XX")
     (right, wrong), = buttons(answer)
     assert right["text"] == "✓ " + tr(replies.RIGHT_BUTTON) and wrong["text"] == "✗ " + tr(replies.WRONG_BUTTON)
-    expected_start = tr(replies.DIGIT_TEXT).split("{digit}")[0]
-    assert answer.params["text"].startswith(expected_start.replace("'", "'"))
+    assert answer.params["text"] == digit_text(answer_facts(answer.params["text"]), tr, replies.HTML)
+    seen = (await fake.wait_for("sendPhoto", count=photos + 1))[-1]
+    assert seen.params["caption"] == tr(SEEN_CAPTION) and seen.chat_id == user
+    fake.message(chat_id=user, user_id=user, text="/seen off", language_code=language)
+    assert (await fake.wait_for("sendMessage", chat_id=user, count=3))[-1].params["text"] == tr(SEEN_OFF_TEXT)
+    fake.message(chat_id=user, user_id=user, text="hello?", language_code=language)
+    assert (await fake.wait_for("sendMessage", chat_id=user, count=4))[-1].params["text"] == tr(TEXT_ONLY_TEXT)
     fake.message(chat_id=user, user_id=user, text="/help", language_code=language)
-    help_text = (await fake.wait_for("sendMessage", chat_id=user, count=2))[-1].params["text"]
-    assert tr(replies.PRIVACY_TEXT) in help_text and help_text.startswith(tr(replies.HELP_TEXT))
+    help_text = (await fake.wait_for("sendMessage", chat_id=user, count=5))[-1].params["text"]
+    assert help_text == "\n\n".join([tr(replies.HELP_TEXT), tr(SEEN_HELP_TEXT), tr(replies.PRIVACY_TEXT)])
     if language != "en":
-        assert tr(replies.PRIVACY_TEXT) != replies.PRIVACY_TEXT  # really translated
+        for message in (replies.PRIVACY_TEXT, SEEN_ON_TEXT, SEEN_OFF_TEXT, SEEN_CAPTION, TEXT_ONLY_TEXT):
+            assert tr(message) != message  # really translated
+
+
+def answer_facts(html_text: str) -> Answer:
+    """The facts of a digit answer read back from its HTML (the bold digits and the percentages)."""
+    digits = [int(d) for d in re.findall(r"<b>(\d)</b>", html_text)]
+    sure = [int(p) / 100 for p in re.findall(r"(\d+)%", html_text)]
+    hint = LOW_CONFIDENCE_HINT if "<i>" in html_text else None
+    runner_up = (digits[1], sure[1]) if len(digits) > 1 else None
+    return Answer(Outcome.DIGIT, digit=digits[0], confidence=sure[0], runner_up=runner_up, hint=hint)
+
+
+async def test_the_command_menu_is_set_in_every_language(fake, bot):
+    await bot.post_init(bot)  # what run_polling / run_webhook call once the bot is initialized
+    menus = {c.params.get("language_code"): {m["command"]: m["description"] for m in c.params["commands"]}
+             for c in fake.sent("setMyCommands")}
+    assert set(menus) == {None, *(lang for lang in LANGUAGES if lang != "en")}
+    assert menus[None] == dict(COMMAND_DESCRIPTIONS)
+    for lang in LANGUAGES:
+        tr = translator(lang)
+        expected = {name: tr(description) for name, description in COMMAND_DESCRIPTIONS.items()}
+        assert menus[None if lang == "en" else lang] == expected
+        if lang != "en":
+            assert expected != dict(COMMAND_DESCRIPTIONS)

@@ -2,18 +2,25 @@
 
 Two real `digits-telegram` processes; each update is delivered to one of them (round-robin here, as a
 load balancer may). Nothing a user sees may depend on which replica got the message: the per-user
-rate limit, the one flood notice, and the /seen switch all hold across replicas.
+rate limit, the one flood notice, the /seen switch, and the right/wrong buttons (an answer sent by one
+replica, corrected through the other) all hold across replicas.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
+import redis
 
+from bots import replies
+from bots.feedback import DEFAULT_PENDING_FILE, parse_button_id
+from bots.i18n import translator
 from testkit.fake_telegram import FakeTelegram
 from testkit.photos import phone_photo
 from testkit.redis_server import RedisServer
+from testkit.server_process import ServerProcess
 from testkit.telegram_replicas import TelegramReplicas
 
 LIMIT = 3
@@ -23,6 +30,40 @@ LIMIT = 3
 def redis_server():
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def store_server(shipped_model_path, tmp_path_factory):
+    """A digits server keeping corrections in a real SQLite feedback store."""
+    db = tmp_path_factory.mktemp("replica-feedback") / "feedback.sqlite3"
+    server = ServerProcess(model=shipped_model_path, args=["--workers", "1", "--feedback-db", str(db)])
+    server.start()
+    server.db = db
+    yield server
+    server.close()
+
+
+def wait_sent(fake: FakeTelegram, method: str, count: int, chat: int | None = None, timeout: float = 30.0) -> list:
+    deadline = time.monotonic() + timeout
+    while len(sent := fake.sent(method, chat_id=chat)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{method}: {len(sent)} of {count} calls")
+        time.sleep(0.05)
+    return sent
+
+
+def tap(fake: FakeTelegram, replicas: TelegramReplicas, replica: int, message: dict, data: str, user: int,
+        language: str | None = None) -> str:
+    """A tap on a button of `message`, delivered to `replica`; returns the text of the bot's answer to it."""
+    _, query_id = fake.callback_query(message, data, user_id=user, language_code=language)
+    assert replicas.post(fake.held[-1], replica) == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for call in fake.sent("answerCallbackQuery"):
+            if call.params.get("callback_query_id") == query_id:
+                return str(call.params.get("text"))
+        time.sleep(0.05)
+    raise TimeoutError(f"no answer to {query_id}")
 
 
 def settle(fake: FakeTelegram, chat: int, quiet: float = 1.5, timeout: float = 60.0) -> list:
@@ -61,4 +102,47 @@ def test_replicas_share_the_limit_the_flood_notice_and_seen(tmp_path, redis_serv
     assert sum("sure)" in t for t in texts) == LIMIT, texts
     assert sum("faster than I can read" in t for t in texts) == 1, texts
     assert len(texts) == LIMIT + 1
+    assert not [o for o in outputs if "Traceback" in o or "Redis unreachable" in o], outputs
+
+
+def test_an_answer_from_one_replica_is_corrected_through_the_other(tmp_path, redis_server, store_server,
+                                                                   digit_samples):
+    """Replica 0 sends the answer with its buttons; the taps land on replica 1, which has never seen it."""
+    env = {"DIGITS_SERVER": store_server.target, "DIGITS_REDIS_URL": redis_server.url,
+           "DIGITS_FEEDBACK_SECRET": "replicas-share-this-feedback-secret"}
+    uk = translator("uk")
+    user, stranger = 6300, 6301
+    with FakeTelegram() as fake, TelegramReplicas(fake, 2, env, tmp_path) as replicas:
+        fake.photo(phone_photo(digit_samples[2][0]), chat_id=user, user_id=user, language_code="uk")
+        assert replicas.post(fake.held[-1], 0) == 200
+        answer = wait_sent(fake, "sendMessage", 1, chat=user)[0]
+        (right, wrong), = answer.params["reply_markup"]["inline_keyboard"]
+        token, _ = parse_button_id(wrong["callback_data"])
+        message = answer.result
+
+        assert tap(fake, replicas, 1, message, right["callback_data"], stranger) == replies.NOT_YOURS
+        assert tap(fake, replicas, 1, message, wrong["callback_data"], user, "uk") == uk(replies.WHICH_DIGIT)
+        digits = wait_sent(fake, "editMessageReplyMarkup", 1)[0].params["reply_markup"]["inline_keyboard"]
+        assert [b["callback_data"] for row in digits for b in row][6] == f"fb:{token}:6"
+        assert tap(fake, replicas, 1, message, f"fb:{token}:6", user, "uk") == replies.recorded_text(6, uk)
+        assert wait_sent(fake, "editMessageText", 1)[0].params["text"].endswith(
+            uk(replies.CORRECTED_LINE).format(digit=6))
+        assert tap(fake, replicas, 0, message, f"fb:{token}:2", user, "uk") == uk(replies.ALREADY_RECORDED)
+
+        shared = redis.Redis.from_url(redis_server.url)
+        try:
+            assert shared.hget(f"digits:pending:{token}", "label") == b"6"  # the state the replicas shared
+            with sqlite3.connect(store_server.db) as conn:
+                rows = conn.execute("SELECT predicted, correct, source FROM feedback").fetchall()
+            assert [r[1:] for r in rows] == [(6, "telegram")]  # one record for three taps by the sender
+
+            fake.message(chat_id=user, user_id=user, text="/forget", language_code="uk")
+            assert replicas.post(fake.held[-1], 1) == 200
+            done = wait_sent(fake, "sendMessage", 2, chat=user)[-1].params["text"]
+            assert done == uk(replies.FORGOTTEN).format(count=1)
+            assert not shared.exists(f"digits:pending:{token}")
+        finally:
+            shared.close()
+        outputs = replicas.stop()
+    assert not (tmp_path / DEFAULT_PENDING_FILE).exists()  # no local file the replicas could have shared
     assert not [o for o in outputs if "Traceback" in o or "Redis unreachable" in o], outputs
