@@ -8,6 +8,7 @@ contract (`digits.v1`), never on the server's code or on torch.
 
 from client.client import (
     BadPixels,
+    BadRequest,
     DigitsClient,
     DigitsError,
     FeedbackDisabled,
@@ -24,6 +25,7 @@ from client.client import (
 
 __all__ = [
     "BadPixels",
+    "BadRequest",
     "DigitsClient",
     "DigitsError",
     "FeedbackDisabled",

@@ -58,6 +58,12 @@ class BadPixels(InvalidInput):
     default_reason = Reason.BAD_PIXELS.value
 
 
+class BadRequest(InvalidInput):
+    """The server could not parse the request's bytes (a client built against another contract)."""
+
+    default_reason = Reason.BAD_REQUEST.value
+
+
 class Overloaded(DigitsError):
     """The server's queue is full (RESOURCE_EXHAUSTED): try again shortly."""
 
@@ -87,6 +93,7 @@ _INVALID_BY_REASON: dict[str, type[DigitsError]] = {
     Reason.UNREADABLE_IMAGE: UnreadableImage,
     Reason.IMAGE_TOO_LARGE: ImageTooLarge,
     Reason.BAD_PIXELS: BadPixels,
+    Reason.BAD_REQUEST: BadRequest,
 }
 
 

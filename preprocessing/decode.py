@@ -57,7 +57,8 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     """Any Pillow mode -> float32 luminance 0..255; transparency goes onto a contrasting background."""
     mode = img.mode
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        a = np.asarray(img, dtype=np.float32)
+        # A float TIFF can hold NaN and infinities: no ink there, and no NaN downstream.
+        a = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         hi = float(a.max()) if a.size else 0.0
         if mode.startswith("I;16") or hi > 255.0:
             a = a * (255.0 / (65535.0 if hi <= 65535.0 else hi))
@@ -84,6 +85,55 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     return lum * alpha + background * (1.0 - alpha)
 
 
+def _shrunk(img: Image.Image) -> Image.Image:
+    """The loaded image at most about WORK_SIDE per side, in a mode `_to_gray` reads.
+
+    Shrunk first, in its own mode (16-bit, 32-bit float, CMYK... all resize by area averaging in C),
+    and only then converted: nothing after `load()` costs more than one pass over the decoded
+    pixels, and no full-size float copy is ever made. Palette and 1-bit images are converted first
+    because Pillow resizes those by nearest neighbour only; their converted copy is at most 4 bytes
+    a pixel, the size of an RGBA decode."""
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    f = WORK_SIDE / max(img.size)
+    if f < 0.8:
+        # area averaging: one pass in C, and it averages away sensor noise
+        size = (max(1, round(img.width * f)), max(1, round(img.height * f)))
+        img = img.resize(size, Image.Resampling.BOX)
+    if img.mode in ("PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    elif img.mode not in ("L", "RGB", "RGBA", "I", "F") and not img.mode.startswith("I;16"):
+        img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
+    return img
+
+
+# Bytes a pixel takes at the decode's peak, by mode: what Pillow stores (RGB takes 4), plus the
+# converted copy `_shrunk` makes of palette and 1-bit images before shrinking them.
+_PEAK_BYTES = {"1": 2, "L": 1, "P": 5, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "LA": 4, "La": 4, "PA": 4}
+
+
+def decoded_bytes(data: bytes, max_pixels: int) -> int | None:
+    """The memory decoding `data` will take at its peak, from its header alone (no pixels decoded):
+    width x height x bytes a pixel (4 for 32-bit, RGB, CMYK...), less for the JPEGs that are
+    decoded at reduced size. None when the image will not be decoded at all (an unreadable header,
+    more than `max_pixels`): decoding refuses it at once and says why."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            w, h = img.size
+            if w * h > max_pixels or w <= 0 or h <= 0:
+                return None
+            per_pixel = _PEAK_BYTES.get(img.mode, 4)
+            reduce = 1
+            if img.format in ("JPEG", "MPO"):  # `draft` decodes at 1/2, 1/4 or 1/8 scale
+                while reduce < 8 and max(w, h) / (reduce * 2) >= WORK_SIDE:
+                    reduce *= 2
+            return max(1, w * h * per_pixel // (reduce * reduce))
+    except Exception:  # noqa: BLE001 - hostile headers raise anything; decoding reports it properly
+        return None
+
+
 def decode(data: bytes, max_pixels: int) -> Decoded:
     img = open_checked(data, max_pixels)
     w0, h0 = img.size
@@ -100,15 +150,7 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
             img = ImageOps.exif_transpose(img) or img
         except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose an otherwise fine image
             swapped = False
-        if img.mode == "P" and "transparency" not in img.info:
-            img = img.convert("RGB")
-        elif img.mode in ("P", "PA", "LA", "La", "RGBa", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-            img = img.convert("RGBA" if img.mode in ("P", "PA", "LA", "La", "RGBa") else "RGB")
-        f = WORK_SIDE / max(img.size)
-        if f < 0.8 and img.mode in ("L", "RGB", "RGBA", "I", "F"):
-            # area averaging: one pass in C, and it averages away sensor noise
-            size = (max(1, round(img.width * f)), max(1, round(img.height * f)))
-            img = img.resize(size, Image.Resampling.BOX)
+        img = _shrunk(img)
         gray = np.ascontiguousarray(_to_gray(img), dtype=np.float32)
     except PreprocessError:
         raise

@@ -41,7 +41,10 @@ class BatcherClosed(Exception):
 
 
 class BatchFailed(Exception):
-    """Raised by `run_batch` for a failure its message fully explains (logged without a traceback)."""
+    """Raised by `run_batch` for a failure its message fully explains (logged without a traceback).
+    `reported`: `run_batch` already logged the cause, so the failed batch is only a debug line."""
+
+    reported = False
 
 
 @dataclass(slots=True)
@@ -171,7 +174,8 @@ class Batcher(Generic[R]):
                 results = self.run_batch(joined, len(batch))
             except Exception as exc:  # the model failed: every request in the batch learns why
                 if isinstance(exc, BatchFailed):
-                    log.error("inference failed for a batch of %d: %s", len(batch), exc)
+                    level = logging.DEBUG if exc.reported else logging.ERROR
+                    log.log(level, "inference failed for a batch of %d: %s", len(batch), exc)
                 else:
                     log.exception("inference failed for a batch of %d", len(batch))
                 self._loop.call_soon_threadsafe(self._fail, batch, exc)

@@ -1,8 +1,10 @@
 """`digits-server` / `python -m server`: flags, start-up order, health, reflection, graceful drain.
 
-Start-up: bind the port with health NOT_SERVING, load and warm the model and the preprocessing
-workers, then flip health to SERVING. SIGTERM/SIGINT: health NOT_SERVING, new requests get
-UNAVAILABLE, in-flight requests finish, exit code 0.
+Start-up: check every flag (one line naming a bad one, exit 2), bind the port with health
+NOT_SERVING, load and warm the model and the preprocessing workers, then flip health to SERVING.
+Health turns NOT_SERVING while the model process is being replaced (it died, or gave no answer
+within --model-timeout) and SERVING again when the replacement answers. SIGTERM/SIGINT: health
+NOT_SERVING, new requests get UNAVAILABLE, in-flight requests finish, exit code 0.
 """
 
 from __future__ import annotations
@@ -18,19 +20,22 @@ from functools import partial
 from pathlib import Path
 
 import grpc
-from digits.v1 import digits_pb2, digits_pb2_grpc
+from digits.v1 import digits_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from preprocessing import DEFAULT_MAX_PIXELS
+from server import memory
 from server.auth import TokenInterceptor
+from server.flags import OneLineParser, validate
 from server.metrics import Metrics
-from server.model_protocol import ModelSettings
+from server.model_protocol import DEFAULT_BATCH_TIMEOUT, ModelSettings
 from server.model_reload import ModelReloader
 from server.preprocess_pool import PreprocessPool
 from server.scaling import connection_age_options
 from server.service import DigitClassifierService
+from server.wire import add_service
 
 log = logging.getLogger("digits.server")
 
@@ -39,7 +44,7 @@ TOKEN_ENV = "DIGITS_API_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="digits-server",
         description="Serve the digits model over gRPC (digits.v1.DigitClassifier) with dynamic batching.",
         epilog=f"Set {TOKEN_ENV} to require `authorization: Bearer <token>` on every Predict/Ping call.",
@@ -95,22 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite file that keeps users' corrections (Feedback/Forget RPCs); without it Feedback is refused",
     )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument(
+        "--model-timeout",
+        type=float,
+        default=DEFAULT_BATCH_TIMEOUT,
+        help="seconds a batch may take; a model process silent for longer turns health NOT_SERVING and is replaced",
+    )
+    p.add_argument(
+        "--max-decode-mb",
+        type=float,
+        default=640.0,
+        help="decoded image memory (read from the headers) all pending images may take; beyond it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-connection-idle-s",
+        type=float,
+        default=300.0,
+        help="close a connection that has had no call for this long (clients reconnect by themselves)",
+    )
+    p.add_argument(
+        "--keepalive-s",
+        type=float,
+        default=60.0,
+        help="ping each connection after this much silence; one that does not answer within 20 s is closed",
+    )
     return p
-
-
-def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.max_batch_size < 1:
-        p.error("--max-batch-size must be >= 1")
-    if args.max_batch_delay_ms < 0:
-        p.error("--max-batch-delay-ms must be >= 0")
-    if args.max_queue < 1 or args.workers < 1:
-        p.error("--max-queue and --workers must be >= 1")
-    if (args.tls_cert is None) != (args.tls_key is None):
-        p.error("--tls-cert and --tls-key go together")
-    if args.reload_poll < 0:
-        p.error("--reload-poll must be >= 0")
-    if args.max_connection_age < 0:
-        p.error("--max-connection-age must be >= 0")
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -127,6 +141,17 @@ async def serve(args: argparse.Namespace) -> int:
 
     metrics = Metrics()
     fatal: list[str] = []
+    draining = False
+
+    def on_model_health(up: bool) -> None:  # from the inference or restart thread
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def flip() -> None:
+            if not draining:
+                for name in ("", SERVICE_NAME):
+                    await health.set(name, status)
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(flip()))
 
     def on_fatal(reason: str) -> None:  # from the inference thread: the model cannot come back
         fatal.append(reason)
@@ -142,7 +167,13 @@ async def serve(args: argparse.Namespace) -> int:
             log.error("cannot open the feedback store %s: %s", args.feedback_db, exc)
             return 2
         log.info("feedback store: %s (%d records)", feedback_store.path.resolve(), feedback_store.count())
-    pool = PreprocessPool(args.workers, max_pixels=args.max_pixels, max_pending=args.max_queue)
+    pool = PreprocessPool(
+        args.workers,
+        max_pixels=args.max_pixels,
+        max_pending=args.max_queue,
+        max_pending_bytes=int(args.max_decode_mb * 2**20),
+        on_crash=metrics.crashes.labels("preprocessing").inc,
+    )
     service = DigitClassifierService(metrics, pool, feedback_store)
     health = HealthServicer()
     token = os.environ.get(TOKEN_ENV) or None
@@ -153,10 +184,15 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),  # a port already in use is an error, not a silent second server
+            ("grpc.max_connection_idle_ms", int(args.max_connection_idle_s * 1000)),
+            ("grpc.keepalive_time_ms", int(args.keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # clients may ping every 10 s
             *connection_age_options(args.max_connection_age, args.grace),
         ],
     )
-    digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
+    add_service(service, server)  # like the generated registration, but bad bytes get BAD_REQUEST
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
@@ -183,12 +219,15 @@ async def serve(args: argparse.Namespace) -> int:
         settings = ModelSettings(
             args.model, args.device, threads=args.torch_threads, graph=not args.eager, warm_to=args.max_batch_size
         )
-        start_model = partial(
-            ModelReloader,
-            partial(InferenceProcess, on_restart=metrics.model_restarts.inc, on_fatal=on_fatal),
-            settings,
-            registry=metrics.registry,
+        start_process = partial(  # called again for every reload, with the new file's settings
+            InferenceProcess,
+            batch_timeout=args.model_timeout,
+            on_crash=metrics.crashes.labels("model").inc,
+            on_health=on_model_health,
+            on_restart=metrics.model_restarts.inc,
+            on_fatal=on_fatal,
         )
+        start_model = partial(ModelReloader, start_process, settings, registry=metrics.registry)
         runner, _ = await asyncio.gather(loop.run_in_executor(None, start_model), pool.warm_up())
     except Exception as exc:  # a bad checkpoint or device: say so plainly and exit non-zero
         log.error("cannot start: %s", exc)
@@ -213,6 +252,7 @@ async def serve(args: argparse.Namespace) -> int:
     def on_switch(info) -> None:  # a reload switched models: Ping and the metric say so from now on
         metrics.model.info({"version": info.version, "device": info.device, "runtime": info.runtime})
         service.model_version = info.version
+        on_model_health(True)  # the new model answered its probe (even if the old one had just failed)
 
     runner.on_switch = on_switch
     watcher = asyncio.create_task(runner.watch(args.reload_poll if args.model else 0, hup))
@@ -243,7 +283,10 @@ async def serve(args: argparse.Namespace) -> int:
         "on" if token else "off",
     )
 
+    trimmer = loop.create_task(_trim_memory_every(10.0))
     await stop.wait()
+    draining = True
+    trimmer.cancel()
     if fatal:
         log.error("stopping: %s", fatal[0])
     log.info("draining: health NOT_SERVING, finishing in-flight requests (grace %gs)", args.grace)
@@ -264,10 +307,19 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _trim_memory_every(seconds: float) -> None:
+    """Hand freed heap pages back now and then, so memory after a burst returns near idle."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        await loop.run_in_executor(None, memory.trim)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _validate(parser, args)
+    validate(parser, args)
+    memory.use_mmap_for_large_blocks()
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

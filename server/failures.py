@@ -15,6 +15,7 @@ _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.NO_INPUT: _INVALID,
+    Reason.BAD_REQUEST: _INVALID,
     Reason.BATCH_TOO_LARGE: _INVALID,
     Reason.UNREADABLE_IMAGE: _INVALID,
     Reason.IMAGE_TOO_LARGE: _INVALID,

@@ -11,8 +11,9 @@ The protocol (settings, replies, rows) is `server/model_protocol.py`; the child 
 `ModelRunner` (`server/model_runner.py`, a frozen TorchScript graph whose logits equal eager's, or
 eager), so the answers are the offline evaluation's. If the child dies or stops answering, the batch
 in flight fails with `InferenceUnavailable` (UNAVAILABLE to callers, who retry) and the next batch
-starts a new child. The parent side is one lock-protected pipe: whatever replaces the child (a
-reload, another runtime) happens under that lock, between batches.
+is answered by a new child, started at once; health says NOT_SERVING in between. The parent side
+is one lock-protected pipe: whatever replaces the child (a reload, another runtime) happens under
+that lock, between batches.
 """
 
 from __future__ import annotations
@@ -27,13 +28,27 @@ from multiprocessing.connection import Connection
 
 from model.shape import PIXELS_LEN
 from server.batcher import BatchFailed
-from server.model_protocol import ModelInfo, ModelSettings, Row, decode_reply, encode_error, encode_reply
+from server.model_protocol import (
+    DEFAULT_BATCH_TIMEOUT,
+    ModelInfo,
+    ModelSettings,
+    Row,
+    decode_reply,
+    encode_error,
+    encode_reply,
+)
 
 log = logging.getLogger(__name__)
 
 
 class InferenceUnavailable(BatchFailed):
     """The model process could not answer (it failed to start, or died mid-batch)."""
+
+
+class ModelProcessLost(InferenceUnavailable):
+    """The child died or hung during this batch; the one log line about it is already written."""
+
+    reported = True
 
 
 def _child(conn: Connection, settings: ModelSettings) -> None:
@@ -69,23 +84,36 @@ def _child(conn: Connection, settings: ModelSettings) -> None:
 
 
 class InferenceProcess:
-    """`predict(joined_pixels, n)` for the batcher's inference thread, answered by the child process."""
+    """`predict(joined_pixels, n)` for the batcher's inference thread, answered by the child process.
+
+    Life cycle: `__init__` starts the child and waits for it to be ready. A child that dies or gives
+    no answer within `batch_timeout` fails its batch (InferenceUnavailable), is reported once
+    (`on_crash`, `on_health(False)`) and is replaced at once on a thread of its own; when the
+    replacement is warm, `on_health(True)`. Everything that touches the child holds `_lock`, so a
+    replacement (or a future reload) never overlaps a batch.
+    """
 
     def __init__(
         self,
         settings: ModelSettings | None = None,
         *,
         start_timeout: float = 300.0,
-        batch_timeout: float = 60.0,
+        batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
         on_restart: Callable[[], None] | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        on_crash: Callable[[], None] | None = None,
+        on_health: Callable[[bool], None] | None = None,
     ) -> None:
         self.settings = settings or ModelSettings()
         self._start_timeout = start_timeout
         self._batch_timeout = batch_timeout  # a hung model must not hold every later request forever
-        self._on_restart = on_restart
-        self._on_fatal = on_fatal  # called on the inference thread
+        # Callbacks, all called from the inference thread or the restart thread, never the event loop:
+        self._on_restart = on_restart  # a replacement child is up
+        self._on_fatal = on_fatal  # no replacement could start: the owner should stop
+        self._on_crash = on_crash  # a child died or hung
+        self._on_health = on_health  # False when a child is lost, True when its replacement answered
         self._fatal: str | None = None
+        self._closed = False
         # forkserver, like the preprocessing pool: never fork a process that runs gRPC threads.
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
@@ -126,37 +154,65 @@ class InferenceProcess:
         with self._lock:
             if self._fatal is not None:
                 raise InferenceUnavailable(self._fatal)
-            if self._conn is None:  # the previous child died: bring up a new one for this batch
-                log.warning("restarting the model process")
-                try:
-                    self.info = self._start()
-                except InferenceUnavailable as exc:
-                    # The same start would fail for every later batch too: stop trying, and let the
-                    # owner decide (the server exits, and its supervisor starts it afresh).
-                    self._fatal = f"the model process could not be restarted: {exc}"
-                    if self._on_fatal is not None:
-                        self._on_fatal(self._fatal)
-                    raise InferenceUnavailable(self._fatal) from None
-                log.warning("model process restarted (pid %s)", self.pid)
-                if self._on_restart is not None:
-                    self._on_restart()
+            if self._conn is None:  # the previous child failed and no replacement is up yet: start it now
+                self._restart_locked()
             conn = self._conn
             try:
                 conn.send_bytes(pixels)
                 if not conn.poll(self._batch_timeout):
-                    self._discard()
-                    raise InferenceUnavailable(
-                        f"the model process gave no answer within {self._batch_timeout:g} s; "
-                        "it was stopped and restarts with the next batch"
+                    self._lost(f"gave no answer within {self._batch_timeout:g} s", grace=0.0)
+                    raise ModelProcessLost(
+                        f"the model process gave no answer within {self._batch_timeout:g} s; it was stopped "
+                        "and is being replaced"
                     )
                 reply = conn.recv_bytes()
             except (EOFError, OSError) as exc:
                 proc = self._proc
-                self._discard()  # reaps it, so its exit code is known
+                if proc is not None:
+                    proc.join(1)  # reaps it, so its exit code is known
                 code = proc.exitcode if proc is not None else None
                 how = "unknown cause" if code is None else f"exit code {code}" if code >= 0 else f"signal {-code}"
-                raise InferenceUnavailable(f"the model process died ({how}); it restarts with the next batch") from exc
+                self._lost(f"died ({how})")
+                raise ModelProcessLost(f"the model process died ({how}); it is being replaced") from exc
         return decode_reply(reply, n)
+
+    def _lost(self, what: str, grace: float = 1.0) -> None:
+        """The child failed (under the lock): one log line, health NOT_SERVING, and a replacement
+        starting at once on a thread of its own (health turns SERVING when it answers)."""
+        log.error("the model process %s; health is NOT_SERVING until a replacement answers", what)
+        if self._on_crash is not None:
+            self._on_crash()
+        if self._on_health is not None:
+            self._on_health(False)
+        self._discard(grace)
+        if not self._closed:
+            threading.Thread(target=self._restart, name="model-restart", daemon=True).start()
+
+    def _restart(self) -> None:
+        with self._lock:
+            if self._conn is None and self._fatal is None and not self._closed:
+                try:
+                    self._restart_locked()
+                except InferenceUnavailable:
+                    pass  # _restart_locked reported it
+
+    def _restart_locked(self) -> None:
+        """Start a replacement child (under the lock); a start that fails is fatal."""
+        log.info("restarting the model process")
+        try:
+            self.info = self._start()
+        except InferenceUnavailable as exc:
+            # The same start would fail for every later batch too: stop trying, and let the
+            # owner decide (the server exits, and its supervisor starts it afresh).
+            self._fatal = f"the model process could not be restarted: {exc}"
+            if self._on_fatal is not None:
+                self._on_fatal(self._fatal)
+            raise InferenceUnavailable(self._fatal) from None
+        log.info("model process restarted (pid %s)", self.pid)
+        if self._on_restart is not None:
+            self._on_restart()
+        if self._on_health is not None:
+            self._on_health(True)  # it loaded, warmed up and answered its warm-up batches
 
     def _discard(self, grace: float = 1.0) -> None:
         """Close the pipe (a healthy child exits on its own), then kill whatever is left after `grace` s."""
@@ -170,5 +226,6 @@ class InferenceProcess:
         self._conn = self._proc = None
 
     def close(self) -> None:
+        self._closed = True  # no replacement starts after this
         with self._lock:
             self._discard(grace=5.0)

@@ -39,6 +39,12 @@ class Metrics:
         self.model_restarts = Counter(
             "digits_model_restarts", "Model processes started to replace one that died or hung", registry=self.registry
         )
+        self.crashes = Counter(
+            "digits_process_crashes",
+            "Helper processes that died or hung, by process (preprocessing worker, model)",
+            ["process"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str], tuple] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:

@@ -23,6 +23,11 @@ Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for o
 
 OK, ERROR = b"\x00", b"\x01"  # first byte of a reply
 
+# A batch of 64 takes about 11 ms on the 2-core development machine (digits-eval's 5,697 images/s,
+# README "Measured"); a model process that has not answered within this is hung (or the machine is
+# too loaded to serve), and is replaced (`--model-timeout`).
+DEFAULT_BATCH_TIMEOUT = 4.0
+
 
 @dataclass(frozen=True)
 class ModelSettings:

@@ -1,26 +1,39 @@
 """Encoded images -> 784 MNIST-style bytes in a pool of worker processes, so decoding uses every
 core and never blocks the event loop. Every way an image can fail (unreadable, too large, no digit,
-the pool busy, a worker crashed) leaves the pool as one `RequestFailed` with its reason and message."""
+the pool busy, a worker crashed) leaves the pool as one `RequestFailed` with its reason and message.
+
+Admission counts what decoding will cost, read from each image's header before any pixel is
+decoded (`preprocessing.decode.decoded_bytes`): a 77 KB PNG can decode to 80 MB, so file sizes
+say nothing about the memory and CPU an image takes. A PredictBatch is admitted whole or refused
+whole, before any of its images is decoded.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from digits.v1.errors import Reason
 
 from preprocessing import DEFAULT_MAX_PIXELS, ImageTooLargeError, PreprocessError, preprocess
+from preprocessing.decode import decoded_bytes
+from server import memory
 from server.failures import RequestFailed
 
+log = logging.getLogger(__name__)
+
 NO_DIGIT = "no digit found in the image: send a photo of one handwritten digit"
+TRIM_ABOVE = 32 * 1024 * 1024  # decoded bytes after which a worker hands its freed memory back
 
 
-def _work(data: bytes, max_pixels: int) -> bytes | RequestFailed:
+def _work(data: bytes, max_pixels: int, cost: int) -> bytes | RequestFailed:
     """Runs in a worker: the 784 pixels, or the failure (returned, not raised: no traceback to ship)."""
     try:
         result = preprocess(data, max_pixels=max_pixels)
@@ -30,6 +43,9 @@ def _work(data: bytes, max_pixels: int) -> bytes | RequestFailed:
         return RequestFailed(
             Reason.UNREADABLE_IMAGE, f"the image could not be read (send a PNG or JPEG photo of one digit): {exc}"
         )
+    finally:
+        if cost > TRIM_ABOVE:
+            memory.trim()
     if not result.digit_found:
         return RequestFailed(Reason.NO_DIGIT_FOUND, NO_DIGIT)
     return result.pixels.astype("uint8", copy=False).tobytes()
@@ -48,6 +64,7 @@ def _worker_init() -> None:
     it would otherwise outlive the server (keeping the forkserver alive too), and every restart
     by a supervisor would leak them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    memory.use_mmap_for_large_blocks()
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -60,21 +77,25 @@ def _worker_init() -> None:
 
 
 class PreprocessPool:
-    """A bounded front door to the worker processes."""
+    """A bounded front door to the worker processes: at most `max_pending` images, and at most
+    `max_pending_bytes` of decoded image memory (from the headers), admitted at once."""
 
     def __init__(
         self,
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_pending: int = 1024,
-        max_pending_bytes: int = 256 * 1024 * 1024,
+        max_pending_bytes: int = 640 * 1024 * 1024,
+        on_crash: Callable[[], None] | None = None,
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_pixels = max_pixels
         self.max_pending = max_pending
-        self.max_pending_bytes = max_pending_bytes  # memory bound: count alone would allow 1024 x 20 MB
+        self.max_pending_bytes = max_pending_bytes  # four images at the default pixel limit, 4 bytes a pixel
         self.pending = 0
         self.pending_bytes = 0
+        self._on_crash = on_crash
+        self._warming: asyncio.Task | None = None  # a replacement pool starting its workers
         # forkserver: never fork a process that already runs gRPC and torch threads.
         self._context = multiprocessing.get_context("forkserver")
         self._pool = self._new_pool()
@@ -87,28 +108,81 @@ class PreprocessPool:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self.workers * 2)))
 
-    async def __call__(self, data: bytes) -> bytes:
-        """784 bytes for the model, or RequestFailed (bad image, no digit, too many images pending)."""
-        too_many_bytes = self.pending and self.pending_bytes + len(data) > self.max_pending_bytes
-        if self.pending >= self.max_pending or too_many_bytes:
+    def cost(self, data: bytes) -> int:
+        """Decoded bytes, from the header; an image that will be refused unread costs its file size."""
+        return decoded_bytes(data, self.max_pixels) or len(data)
+
+    def _admit(self, costs: Sequence[int]) -> None:
+        """Count these images as pending, all or none; RequestFailed when they do not fit."""
+        total = sum(costs)
+        if len(costs) > 1 and (total > self.max_pending_bytes or len(costs) > self.max_pending):
+            message = (
+                f"{len(costs)} images that decode to {total / 2**20:.0f} MB in one call; this server decodes at most "
+                f"{self.max_pending} images and {self.max_pending_bytes / 2**20:.0f} MB at once: send fewer per call"
+            )
+            raise RequestFailed(Reason.BATCH_TOO_LARGE, message)
+        # One image alone is always admitted when nothing is pending: the pixel limit bounds it.
+        too_many_bytes = self.pending and self.pending_bytes + total > self.max_pending_bytes
+        if self.pending + len(costs) > self.max_pending or too_many_bytes:
             message = f"the server is busy ({self.pending} images being decoded); try again shortly"
             raise RequestFailed(Reason.QUEUE_FULL, message)
-        self.pending += 1
-        self.pending_bytes += len(data)
+        self.pending += len(costs)
+        self.pending_bytes += total
+
+    async def __call__(self, data: bytes) -> bytes:
+        """784 bytes for the model, or RequestFailed (bad image, no digit, busy, a worker crashed)."""
+        cost = self.cost(data)
+        self._admit((cost,))
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._pool, _work, data, self.max_pixels)
-        except BrokenProcessPool:
-            # A worker died (e.g. killed for memory on a hostile file): replace the pool, fail this one.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            message = "the image could not be read (send a PNG or JPEG photo of one digit): the worker crashed"
-            raise RequestFailed(Reason.UNREADABLE_IMAGE, message) from None
+            result = await self._decode(data, cost)
         finally:
             self.pending -= 1
-            self.pending_bytes -= len(data)
+            self.pending_bytes -= cost
         if isinstance(result, RequestFailed):
-            raise result
+            try:
+                raise result
+            finally:
+                # Its traceback holds this frame: without this, frame -> result -> traceback -> frame
+                # would be a cycle that keeps the image bytes until the next full garbage collection.
+                del result, data
         return result
 
+    async def decode_many(self, images: Sequence[bytes]) -> list[bytes | RequestFailed]:
+        """Each image's 784 bytes or its failure, in order. Raises RequestFailed (BATCH_TOO_LARGE,
+        QUEUE_FULL) before decoding anything when they cannot all be admitted."""
+        costs = [self.cost(data) for data in images]
+        self._admit(costs)
+        try:
+            return await asyncio.gather(*(self._decode(data, cost) for data, cost in zip(images, costs, strict=True)))
+        finally:
+            self.pending -= len(costs)
+            self.pending_bytes -= sum(costs)
+
+    async def _decode(self, data: bytes, cost: int) -> bytes | RequestFailed:
+        """The pixels or the failure, returned (never raised: per-item failures carry no traceback)."""
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, _work, data, self.max_pixels, cost)
+        except BrokenProcessPool:
+            # A worker died (killed for memory, by an operator, a crash in a decoder): our failure,
+            # not the caller's. Every image in flight learns it; the first to notice replaces the pool.
+            if pool is self._pool:
+                self._replace(pool)
+            return RequestFailed(
+                Reason.UNAVAILABLE, "an image preprocessing worker crashed; try again (it has been replaced)"
+            )
+
+    def _replace(self, pool: ProcessPoolExecutor) -> None:
+        codes = [p.exitcode for p in (getattr(pool, "_processes", None) or {}).values() if p.exitcode]
+        how = ", ".join(f"signal {-c}" if c < 0 else f"exit code {c}" for c in codes) or "unknown cause"
+        log.error("a preprocessing worker died (%s); its images get UNAVAILABLE, the pool was replaced", how)
+        if self._on_crash is not None:
+            self._on_crash()
+        pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+        self._warming = asyncio.get_running_loop().create_task(self.warm_up())  # start its workers now
+
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)

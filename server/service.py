@@ -22,6 +22,7 @@ from server.feedback_store import FeedbackStore
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
 from server.preprocess_pool import PreprocessPool
+from server.wire import BadRequestLog, Malformed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,18 @@ def _checked_pixels(pixels: bytes) -> bytes:
     return pixels
 
 
+def _unencoded(request: digits_pb2.PredictRequest) -> bytes | None:
+    """The request's checked pixels; None for an image the pool must decode; RequestFailed otherwise."""
+    kind = request.WhichOneof("input")
+    if kind == "pixels":
+        return _checked_pixels(request.pixels)
+    if kind == "image":
+        if not request.image:
+            raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
+        return None
+    raise no_input()
+
+
 @contextlib.contextmanager
 def _batcher_failures() -> Iterator[None]:
     """The batcher's and the model process's exceptions, as RequestFailed."""
@@ -69,6 +82,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     ) -> None:
         self.metrics = metrics
         self.preprocessor = preprocessor
+        self.bad_requests = BadRequestLog()
         self.feedback_store = feedback_store  # None: Feedback/Forget answer FAILED_PRECONDITION
         self.batcher: Batcher | None = None  # set once the model is loaded and warm
         self.model_version = ""
@@ -100,6 +114,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         start = time.perf_counter()
         code = "OK"
         try:
+            if isinstance(request, Malformed):  # bytes that did not parse (server/wire.py)
+                self.bad_requests.warn(context.peer(), method, request)
+                raise RequestFailed(Reason.BAD_REQUEST, f"the request is not a valid {request.expected}")
             return await handler(request, context)
         except RequestFailed as failure:  # the one place a failure becomes a status
             code = failure.code.name
@@ -138,23 +155,23 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         if len(items) > batcher.max_queue:
             message = f"{len(items)} items in one call; this server takes at most {batcher.max_queue}"
             raise RequestFailed(Reason.BATCH_TOO_LARGE, message)
-        # Each item: its 784 pixels, or the failure Predict would have given it. Pixel items are
-        # checked in place; the rest (images, empty items) go through `_pixels` side by side.
+        if batcher.depth + len(items) > batcher.max_queue:  # refused before any decoding
+            message = f"the server is busy ({batcher.depth} requests waiting); try again shortly"
+            raise RequestFailed(Reason.QUEUE_FULL, message)
+        # Each item: its 784 pixels, or the failure Predict would have given it. Encoded images are
+        # admitted to the pool all together (or the call is refused before any is decoded).
         outcomes: list[bytes | RequestFailed | None] = [None] * len(items)
-        pending: dict[int, asyncio.Future] = {}
+        encoded: list[int] = []
         for i, item in enumerate(items):
-            if item.WhichOneof("input") == "pixels":
-                try:
-                    outcomes[i] = _checked_pixels(item.pixels)
-                except RequestFailed as failure:
-                    outcomes[i] = failure
-            else:
-                pending[i] = asyncio.ensure_future(self._pixels(item))
-        if pending:
-            done = await asyncio.gather(*pending.values(), return_exceptions=True)
-            for i, result in zip(pending, done, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, RequestFailed):
-                    raise result
+            try:
+                outcomes[i] = _unencoded(item)
+            except RequestFailed as failure:
+                outcomes[i] = failure.with_traceback(None)  # kept: its traceback would keep this frame (and request)
+            if outcomes[i] is None:
+                encoded.append(i)
+        if encoded:
+            decoded = await self.preprocessor.decode_many([items[i].image for i in encoded])
+            for i, result in zip(encoded, decoded, strict=True):
                 outcomes[i] = result
         for outcome in outcomes:  # a busy pool concerns the whole call, like a full queue
             if isinstance(outcome, RequestFailed) and not outcome.per_item:
@@ -171,12 +188,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         return digits_pb2.PredictBatchResponse(results=results)
 
     async def _pixels(self, request: digits_pb2.PredictRequest) -> bytes:
-        kind = request.WhichOneof("input")
-        if kind == "pixels":
-            return _checked_pixels(request.pixels)
-        if kind == "image":
-            return await self._decode(request.image)
-        raise no_input()
+        pixels = _unencoded(request)
+        return await self.preprocessor(request.image) if pixels is None else pixels
 
     def _response(
         self, pixels: bytes, digit: int, confidence: float, probabilities: list[float], version: str | None = None
@@ -189,12 +202,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             pixels=pixels,
         )
 
-    async def _decode(self, data: bytes) -> bytes:
-        if not data:
-            raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
-        return await self.preprocessor(data)
-
     async def Ping(self, request: digits_pb2.PingRequest, context: grpc.aio.ServicerContext):
+        if isinstance(request, Malformed):
+            return await self._serve("Ping", None, request, context)
         start = time.perf_counter()
         try:
             return digits_pb2.PingResponse(model_version=self.model_version)

@@ -25,22 +25,11 @@ from bots.i18n import LANGUAGES, translator
 from client import DigitsClient
 from testkit.fake_discord import CALLBACK_UPDATE_MESSAGE, EPHEMERAL_FLAG, FakeDiscord
 from testkit.photos import phone_photo
-from testkit.server_process import ServerProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LOCALES = {"es": "es-ES", "pt": "pt-BR", "ru": "ru", "de": "de", "fr": "fr", "hi": "hi", "uk": "uk"}
 TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.fake-discord-bot-token.feedback"
-
-
-@pytest.fixture(scope="module")
-def store_server(shipped_model_path, tmp_path_factory):
-    db = tmp_path_factory.mktemp("dc-feedback") / "feedback.sqlite3"
-    server = ServerProcess(model=shipped_model_path, args=["--workers", "1", "--feedback-db", str(db)])
-    server.start()
-    server.db = db
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

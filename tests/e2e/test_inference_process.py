@@ -16,7 +16,7 @@ from server.model_runner import ModelRunner
 def alive(pid: int) -> bool:
     try:
         state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, possibly between open and read
         return False
     return state not in ("Z", "X")
 

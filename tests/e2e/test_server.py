@@ -314,7 +314,7 @@ def wait_until_dead(pid: int, timeout: float = 10.0) -> None:
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone, possibly between open and read
             return
         if state in ("Z", "X"):
             return

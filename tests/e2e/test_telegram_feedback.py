@@ -30,7 +30,6 @@ from bots.telegram_bot import (
 )
 from testkit.fake_telegram import FakeTelegram
 from testkit.photos import phone_photo
-from testkit.server_process import ServerProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,16 +40,6 @@ _users = itertools.count(7000)
 def fake():
     with FakeTelegram() as api:
         yield api
-
-
-@pytest.fixture(scope="module")
-def store_server(shipped_model_path, tmp_path_factory):
-    db = tmp_path_factory.mktemp("tg-feedback") / "feedback.sqlite3"
-    server = ServerProcess(model=shipped_model_path, args=["--workers", "1", "--feedback-db", str(db)])
-    server.start()
-    server.db = db
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from bots.i18n import translator
 from testkit.fake_telegram import FakeTelegram
 from testkit.photos import phone_photo
 from testkit.redis_server import RedisServer
-from testkit.server_process import ServerProcess
 from testkit.telegram_replicas import TelegramReplicas
 
 LIMIT = 3
@@ -30,17 +29,6 @@ LIMIT = 3
 def redis_server():
     with RedisServer() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def store_server(shipped_model_path, tmp_path_factory):
-    """A digits server keeping corrections in a real SQLite feedback store."""
-    db = tmp_path_factory.mktemp("replica-feedback") / "feedback.sqlite3"
-    server = ServerProcess(model=shipped_model_path, args=["--workers", "1", "--feedback-db", str(db)])
-    server.start()
-    server.db = db
-    yield server
-    server.close()
 
 
 def wait_sent(fake: FakeTelegram, method: str, count: int, chat: int | None = None, timeout: float = 30.0) -> list:

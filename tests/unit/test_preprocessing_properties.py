@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
@@ -95,3 +95,98 @@ def test_uniform_images_of_any_value_have_no_digit():
             buf = io.BytesIO()
             Image.new("L", size, value).save(buf, "PNG")
             assert not check(buf.getvalue()).digit_found
+
+
+# --- every mode and bit depth (issue 14) ----------------------------------------------------------
+
+# (mode, formats Pillow writes it in): 16-bit, 32-bit integer and float, CMYK, palette, 1-bit, alpha.
+MODES = {
+    "1": ("PNG", "TIFF", "BMP"),
+    "L": ("PNG", "TIFF", "JPEG", "GIF", "WEBP"),
+    "LA": ("PNG", "TIFF"),
+    "P": ("PNG", "TIFF", "GIF", "BMP"),
+    "RGB": ("PNG", "TIFF", "JPEG", "WEBP", "BMP"),
+    "RGBA": ("PNG", "TIFF", "WEBP"),
+    "CMYK": ("TIFF", "JPEG"),
+    "I;16": ("PNG", "TIFF"),
+    "I": ("TIFF",),
+    "F": ("TIFF",),
+}
+MODE_AND_FORMAT = st.sampled_from([(m, f) for m, fmts in MODES.items() for f in fmts])
+# Sizes up to 700 a side (and thin strips): beyond WORK_SIDE / 0.8, so the shrinking path runs too.
+SIDES = st.tuples(st.integers(1, 700), st.integers(1, 700)) | st.sampled_from([(1, 700), (700, 1), (3, 650)])
+
+
+def in_mode(base: np.ndarray, mode: str, raw: np.ndarray | None = None) -> Image.Image:
+    """`base` (uint8) as an image of `mode`; `raw`, when given, is the full-range 16-bit or float content."""
+    if mode == "I;16":
+        values = raw.astype("<u2") if raw is not None else base.astype("<u2") * 257
+        return Image.frombytes("I;16", (base.shape[1], base.shape[0]), values.tobytes())
+    if mode == "F":
+        return Image.fromarray(raw.astype(np.float32) if raw is not None else base.astype(np.float32) / 255, "F")
+    if mode == "I":
+        return Image.fromarray(base.astype(np.int32) * 1000 if raw is None else raw.astype(np.int32), "I")
+    return Image.fromarray(base).convert(mode)
+
+
+@st.composite
+def images_of_any_mode(draw):
+    mode, fmt = draw(MODE_AND_FORMAT)
+    h, w = draw(SIDES)
+    base = draw(arrays(np.uint8, (h, w), elements=st.integers(0, 255), fill=st.integers(0, 255)))
+    raw = None
+    if mode == "I;16" and draw(st.booleans()):
+        raw = draw(arrays(np.uint16, (h, w), fill=st.integers(0, 65535)))
+    elif mode == "F" and draw(st.booleans()):  # any float32 a TIFF can hold, NaN and infinities included
+        raw = draw(arrays(np.float32, (h, w), elements=st.floats(width=32), fill=st.floats(width=32)))
+    elif mode == "I" and draw(st.booleans()):
+        raw = draw(arrays(np.int32, (h, w), fill=st.integers(-(2**31), 2**31 - 1)))
+    buf = io.BytesIO()
+    in_mode(base, mode, raw).save(buf, fmt)
+    return mode, fmt, buf.getvalue()
+
+
+def _float_tiff(values: np.ndarray) -> tuple[str, str, bytes]:
+    buf = io.BytesIO()
+    Image.fromarray(values.astype(np.float32), "F").save(buf, "TIFF")
+    return "F", "TIFF", buf.getvalue()
+
+
+_NAN_INK = np.full((40, 40), np.nan, np.float32)
+_NAN_INK[8:32, 18:22] = np.inf
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(images_of_any_mode())
+@example(_float_tiff(_NAN_INK))
+@example(_float_tiff(np.array([[-np.inf, 3e38], [0.5, 1e-30]])))
+def test_any_mode_and_bit_depth_decodes_to_a_small_image_or_a_clear_error(case):
+    from preprocessing.decode import WORK_SIDE, decode, decoded_bytes
+
+    mode, fmt, data = case
+    result = check(data)
+    assert result is not None, f"a valid {mode} {fmt} is never an error"
+    decoded = decode(data, max_pixels=10**8)
+    # Whatever the mode, everything after decoding works on one small float array.
+    assert decoded.gray.dtype == np.float32 and max(decoded.gray.shape) <= WORK_SIDE / 0.8 + 1
+    assert np.isfinite(decoded.gray).all() and decoded.gray.min() >= 0 and decoded.gray.max() <= 255
+    # The admission estimate, read from the header, covers at least the pixels themselves.
+    w, h = decoded.size
+    assert decoded_bytes(data, max_pixels=10**8) >= w * h // 64  # JPEGs are decoded at up to 1/8 scale
+    assert decoded_bytes(data, max_pixels=w * h - 1) is None  # over the limit: refused unread
+
+
+@SETTINGS
+@given(
+    st.sampled_from(["GIF", "TIFF", "PNG", "WEBP"]),
+    st.integers(2, 6),
+    arrays(np.uint8, st.tuples(st.integers(8, 64), st.integers(8, 64))),
+)
+def test_multi_frame_files_read_their_first_frame(fmt, frames, pixels):
+    first = Image.fromarray(pixels)
+    rest = [Image.fromarray(255 - pixels) for _ in range(frames - 1)]
+    buf = io.BytesIO()
+    first.convert("RGB" if fmt == "WEBP" else "L").save(
+        buf, fmt, save_all=True, append_images=[r.convert("RGB" if fmt == "WEBP" else "L") for r in rest]
+    )
+    assert check(buf.getvalue()) is not None

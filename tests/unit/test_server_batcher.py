@@ -150,3 +150,34 @@ async def test_preprocessing_pool_bounds_pending_bytes_and_maps_reasons(digit_sa
         assert pool.pending == 0 and pool.pending_bytes == 0
     finally:
         pool.close()
+
+
+async def test_a_batch_is_admitted_by_decoded_size_whole_or_not_at_all(digit_samples):
+    """Admission reads each header: a 28x28 PNG file of a few hundred bytes that decodes to
+    1000x1000 counts a megabyte, and a batch that cannot fit is refused before anything is decoded."""
+    import io
+
+    from PIL import Image
+
+    from server.failures import RequestFailed
+    from server.preprocess_pool import PreprocessPool
+
+    buf = io.BytesIO()
+    Image.fromarray(255 - digit_samples[4][0]).resize((1000, 1000)).save(buf, "PNG")
+    png = buf.getvalue()
+    pool = PreprocessPool(workers=1, max_pending_bytes=2_500_000)
+    try:
+        assert pool.cost(png) == 1000 * 1000 and pool.cost(b"junk") == 4
+        with pytest.raises(RequestFailed) as info:
+            await pool.decode_many([png] * 3)  # 3 MB decoded can never fit in 2.5 MB
+        assert info.value.reason == "BATCH_TOO_LARGE" and pool.pending == 0
+        first = asyncio.ensure_future(pool.decode_many([png, png]))
+        await asyncio.sleep(0)
+        with pytest.raises(RequestFailed) as info:
+            await pool.decode_many([png, png])  # fits alone, not beside the pending two
+        assert info.value.reason == "QUEUE_FULL" and info.value.code.name == "RESOURCE_EXHAUSTED"
+        results = await first
+        assert [len(r) for r in results] == [784, 784]
+        assert pool.pending == 0 and pool.pending_bytes == 0
+    finally:
+        pool.close()

@@ -18,6 +18,7 @@ class Reason(StrEnum):
     """Stable machine-readable reasons; clients switch on these, people read the message."""
 
     NO_INPUT = "NO_INPUT"
+    BAD_REQUEST = "BAD_REQUEST"  # the message's bytes are not the method's request type
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
     UNREADABLE_IMAGE = "UNREADABLE_IMAGE"
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
