@@ -29,6 +29,9 @@ RUN pip install -e .
 # Never run as root; the app only needs to read /app.
 RUN useradd --create-home --uid 10001 digits
 USER digits
+# The server's default runtime exports the model to ONNX once per machine: do it here, into the
+# image, so a container starts without it (server/runtimes.py).
+RUN python -m server.runtimes
 
 EXPOSE 50051 9464
 # Default: everything in one container (server + every bot whose token is set).

@@ -42,6 +42,7 @@ train: $(STAMP)  ## retrain the encoder the way the shipped one was trained (see
 bench: $(STAMP)  ## the benchmark scripts (minutes; numbers printed side by side)
 	$(BIN)/python benchmarks/preprocess_robustness.py
 	$(BIN)/python benchmarks/server_bench.py
+	$(BIN)/python benchmarks/runtime_bench.py
 	$(BIN)/python benchmarks/hostile_bench.py
 	$(BIN)/python benchmarks/telegram_latency.py
 	$(BIN)/python benchmarks/discord_bench.py

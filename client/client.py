@@ -9,6 +9,9 @@ another replica (client/channel.py: gRPC's own balancing and retries).
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, error_info
 
 from client.channel import MAX_ATTEMPTS, channel_options, previous_attempts
+from client.streaming import stream_results, stream_supported
 
 
 class DigitsError(Exception):
@@ -117,6 +121,21 @@ def _prediction(r: digits_pb2.PredictResponse) -> Prediction:
     return Prediction(r.digit, r.confidence, list(r.probabilities), r.model_version, r.pixels)
 
 
+_UNAVAILABLE_REASONS = {Reason.DEADLINE_EXCEEDED, Reason.UNAVAILABLE, Reason.SHUTTING_DOWN, Reason.NOT_READY}
+
+
+def item_error(error: digits_pb2.ItemError) -> DigitsError:
+    """One item's ItemError (PredictBatch, PredictStream) as the DigitsError Predict would have raised."""
+    if error.reason == Reason.QUEUE_FULL:
+        return Overloaded(error.message, error.reason, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    if error.reason in _UNAVAILABLE_REASONS:
+        return ServerUnavailable(error.message, error.reason, grpc.StatusCode.UNAVAILABLE)
+    if error.reason == Reason.INTERNAL:
+        return DigitsError(error.message, error.reason, grpc.StatusCode.INTERNAL)
+    kind = _INVALID_BY_REASON.get(error.reason, InvalidInput)
+    return kind(error.message, error.reason, grpc.StatusCode.INVALID_ARGUMENT)
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> DigitsError:
     """Turn a failed call into the matching DigitsError subclass."""
     code = exc.code()
@@ -167,6 +186,7 @@ class DigitsClient:
         self._tls = tls or root_certificates is not None
         self._channel: grpc.aio.Channel | None = None
         self._stub: digits_pb2_grpc.DigitClassifierStub | None = None
+        self._has_stream: bool | None = None  # does the server have PredictStream? asked once
 
     def __repr__(self) -> str:  # never shows the token
         return f"DigitsClient(target={self.target!r}, tls={self._tls}, token={'set' if self._metadata else 'none'})"
@@ -215,6 +235,63 @@ class DigitsClient:
                 error = result.error
                 results.append(error_for(grpc.StatusCode.INVALID_ARGUMENT, error.reason, error.message))
         return results
+
+    async def predict_stream(
+        self, *, pixels: Sequence[bytes] = (), images: Sequence[bytes] = (), batch_fallback: int = 64
+    ) -> list[Prediction | DigitsError]:
+        """Classify many on one PredictStream call: all `pixels` items first, then all `images`.
+
+        Same results as `predict_batch` (one entry per item, in order; item errors returned, not
+        raised), but the items flow through one long call, so any number fits and the server works
+        on the first while the last are still being sent. `timeout` covers the whole stream. Items
+        answered QUEUE_FULL (the server was busy) are sent again with backoff while time is left.
+        A server without PredictStream (UNIMPLEMENTED) gets PredictBatch calls of `batch_fallback`
+        items instead, and this client remembers it."""
+        items = [digits_pb2.PredictRequest(pixels=bytes(p)) for p in pixels]
+        items += [digits_pb2.PredictRequest(image=bytes(i)) for i in images]
+        results: list[Prediction | DigitsError | None] = [None] * len(items)
+        todo = list(range(len(items)))
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while todo:
+            try:
+                if self._has_stream is None:
+                    left = max(0.0, deadline - time.monotonic())
+                    self._has_stream = await stream_supported(self._get_stub(), timeout=left, metadata=self._metadata)
+                if not self._has_stream:
+                    break
+                answers = await stream_results(
+                    self._get_stub(),
+                    [items[i] for i in todo],
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    metadata=self._metadata,
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
+            busy = []
+            for i, answer in zip(todo, answers, strict=True):
+                if answer is None:
+                    results[i] = DigitsError("the server ended the stream without answering this item", "INTERNAL")
+                elif answer.WhichOneof("outcome") == "prediction":
+                    results[i] = _prediction(answer.prediction)
+                else:
+                    results[i] = item_error(answer.error)
+                    if answer.error.reason == Reason.QUEUE_FULL:
+                        busy.append(i)
+            delay = self.backoff * (2**attempt) * random.uniform(0.75, 1.25)
+            if not busy or attempt >= self.retries or time.monotonic() + delay >= deadline:
+                return results  # type: ignore[return-value]
+            todo, attempt = busy, attempt + 1
+            await asyncio.sleep(delay)
+        for start in range(0, len(todo), batch_fallback):  # an older server: PredictBatch
+            chunk = todo[start : start + batch_fallback]
+            reply = await self._call(
+                self._get_stub().PredictBatch, digits_pb2.PredictBatchRequest(items=[items[i] for i in chunk])
+            )
+            for i, result in zip(chunk, reply.results, strict=True):
+                ok = result.WhichOneof("outcome") == "prediction"
+                results[i] = _prediction(result.prediction) if ok else item_error(result.error)
+        return results  # type: ignore[return-value]
 
     async def ping(self) -> str:
         """Reach the server without touching the model; returns the loaded model's version."""

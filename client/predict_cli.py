@@ -12,7 +12,7 @@ from pathlib import Path
 from client import DigitsClient, DigitsError, Prediction
 
 TOKEN_ENV = "DIGITS_API_TOKEN"
-CHUNK = 64  # images per call
+CHUNK = 1024  # files read and sent per PredictStream call (bounds what is held in memory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ipv4:IP:PORT,IP:PORT; calls go round-robin over them (default %(default)s)",
     )
     p.add_argument(
-        "--timeout", type=float, default=30.0, help=f"seconds per call of up to {CHUNK} images, retries included"
+        "--timeout", type=float, default=30.0, help=f"seconds per stream of up to {CHUNK} images, retries included"
     )
     p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate(s): connect with TLS")
     return p
@@ -41,7 +41,8 @@ async def run(args: argparse.Namespace) -> int:
     async with DigitsClient(
         args.server, timeout=args.timeout, token=os.environ.get(TOKEN_ENV), root_certificates=ca
     ) as c:
-        # PredictBatch: a folder of scans costs one call per CHUNK files, not one per file.
+        # PredictStream: a folder of scans flows through one call per CHUNK files, not one per file
+        # (PredictBatch calls of 64 on a server that has no PredictStream).
         for start in range(0, len(args.images), CHUNK):
             paths = args.images[start : start + CHUNK]
             outcomes: list[Prediction | DigitsError | OSError | bytes] = []
@@ -52,7 +53,7 @@ async def run(args: argparse.Namespace) -> int:
                     outcomes.append(exc)
             sent = [i for i, o in enumerate(outcomes) if isinstance(o, bytes)]
             try:
-                results = await c.predict_batch(images=[outcomes[i] for i in sent]) if sent else []
+                results = await c.predict_stream(images=[outcomes[i] for i in sent]) if sent else []
             except DigitsError as exc:  # the whole call failed (server down, busy, ...): say so per file
                 results = [exc] * len(sent)
             for i, result in zip(sent, results, strict=True):

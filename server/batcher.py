@@ -97,13 +97,31 @@ class Batcher(Generic[R]):
 
     async def submit(self, pixels: bytes, timeout: float | None = None) -> R:
         """Queue one 784-byte image; `timeout` is the caller's remaining deadline in seconds."""
-        (future,) = self._enqueue((pixels,), timeout)
-        return await future
+        return await self.enqueue(pixels, timeout)
 
     async def submit_many(self, images: list[bytes], timeout: float | None = None) -> list[R]:
         """Queue several images at once: all of them, or none (QueueFull) when they do not all fit.
         Cancelling the caller drops whichever have not reached the model yet."""
         return list(await asyncio.gather(*self._enqueue(images, timeout)))
+
+    def enqueue(self, pixels: bytes, timeout: float | None = None) -> asyncio.Future:
+        """Queue one image and return its future without awaiting it (raises QueueFull/BatcherClosed at
+        once). For PredictStream, which answers from a done-callback instead of a task per item;
+        cancelling the future drops the image if it has not reached the model yet. The one-image
+        path of `_enqueue`, without its lists: it runs once per Predict call."""
+        if self._closed:
+            raise BatcherClosed("the server is shutting down")
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            raise QueueFull(f"the server is busy ({len(queue)} requests waiting); try again shortly")
+        now = time.monotonic()
+        future = self._loop.create_future()
+        item = _Item(pixels, future, now, None if timeout is None else now + timeout)
+        with self._cond:
+            queue.append(item)
+            if len(queue) >= self._want:
+                self._cond.notify()
+        return future
 
     def _enqueue(self, images: tuple[bytes, ...] | list[bytes], timeout: float | None) -> list[asyncio.Future]:
         if self._closed:

@@ -63,12 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="always hold a request up to --max-batch-delay-ms, even when traffic is one-at-a-time",
     )
     p.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this get RESOURCE_EXHAUSTED")
+    p.add_argument(
+        "--stream-window",
+        type=int,
+        default=256,
+        help="unanswered items one PredictStream may hold; the server stops reading that stream until answers drain",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image preprocessing processes")
     p.add_argument(
-        "--eager",
-        action="store_true",
-        help="run the model in eager PyTorch, not as a frozen TorchScript graph (same answers, slower)",
+        "--runtime",
+        choices=("onnx", "onnx-int8", "torchscript", "eager"),
+        default="onnx",
+        help="how the model runs on CPU: ONNX Runtime (exported at first start and cached; used only if it matches "
+        "eager on a probe batch, else eager runs), int8 ONNX (faster in some runs, not exact: only if asked), "
+        "TorchScript (deprecated upstream), or eager PyTorch",
     )
+    p.add_argument("--eager", action="store_true", help="same as --runtime eager")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU intra-op threads (default: cores - 1)")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: off)")
     p.add_argument("--max-message-mb", type=float, default=20.0, help="larger requests get RESOURCE_EXHAUSTED")
@@ -92,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds after which a client connection is closed gracefully, so clients of a DNS name "
         "(dns:///, a Kubernetes headless Service) look it up again and find new replicas (0: never)",
+    )
+    p.add_argument(
+        "--grpc-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra gRPC server channel argument (repeatable; integers are passed as integers), "
+        "e.g. grpc.enable_channelz=0",
+    )
+    p.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop under grpc.aio (uvloop must be installed)",
     )
     p.add_argument(
         "--feedback-db",
@@ -125,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="ping each connection after this much silence; one that does not answer within 20 s is closed",
     )
     return p
+
+
+def _grpc_args(pairs: list[str]) -> list[tuple[str, str | int]]:
+    """`--grpc-arg NAME=VALUE` as gRPC channel arguments; a number is passed as an int."""
+    out: list[tuple[str, str | int]] = []
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        out.append((name, int(value) if value.lstrip("-").isdigit() else value))
+    return out
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -174,7 +207,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_pending_bytes=int(args.max_decode_mb * 2**20),
         on_crash=metrics.crashes.labels("preprocessing").inc,
     )
-    service = DigitClassifierService(metrics, pool, feedback_store)
+    service = DigitClassifierService(metrics, pool, feedback_store, stream_window=args.stream_window)
     health = HealthServicer()
     token = os.environ.get(TOKEN_ENV) or None
     max_message = int(args.max_message_mb * 1024 * 1024)
@@ -190,6 +223,7 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # clients may ping every 10 s
             *connection_age_options(args.max_connection_age, args.grace),
+            *_grpc_args(args.grpc_arg),
         ],
     )
     add_service(service, server)  # like the generated registration, but bad bytes get BAD_REQUEST
@@ -216,8 +250,14 @@ async def serve(args: argparse.Namespace) -> int:
 
     try:
         # The model process and the preprocessing workers start side by side.
+        runtime = "eager" if args.eager else args.runtime
         settings = ModelSettings(
-            args.model, args.device, threads=args.torch_threads, graph=not args.eager, warm_to=args.max_batch_size
+            args.model,
+            args.device,
+            threads=args.torch_threads,
+            graph=runtime == "torchscript",
+            warm_to=args.max_batch_size,
+            runtime=runtime if runtime.startswith("onnx") else "",
         )
         start_process = partial(  # called again for every reload, with the new file's settings
             InferenceProcess,
@@ -323,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(serve(args))
     return asyncio.run(serve(args))
 
 

@@ -60,7 +60,9 @@ def _child(conn: Connection, settings: ModelSettings) -> None:
 
         from server.model_runner import ModelRunner
 
-        runner = ModelRunner(settings.path, settings.device, settings.threads, graph=settings.graph)
+        runner = ModelRunner(
+            settings.path, settings.device, settings.threads, graph=settings.graph, runtime=settings.runtime
+        )
         runner.warm_up(settings.warm_to)
         threads = torch.get_num_threads() if runner.device.type == "cpu" else None
         gc.freeze()  # torch's import-time objects are permanent: keep full collections short

@@ -45,7 +45,14 @@ class Metrics:
             ["process"],
             registry=self.registry,
         )
+        self.stream_items = Counter(
+            "digits_stream_items",
+            "PredictStream items answered, by outcome (OK or the error reason)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str], tuple] = {}
+        self._stream_children: dict[str, Counter] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         key = (method, code)
@@ -54,6 +61,12 @@ class Metrics:
             children = self._children[key] = (self.requests.labels(method, code), self.latency.labels(method))
         children[0].inc()
         children[1].observe(seconds)
+
+    def stream_item(self, outcome: str) -> None:
+        child = self._stream_children.get(outcome)
+        if child is None:
+            child = self._stream_children[outcome] = self.stream_items.labels(outcome)
+        child.inc()
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics over HTTP on a background thread."""

@@ -37,6 +37,7 @@ class ModelSettings:
     device: str = "auto"  # "auto", "cpu", "cuda"
     threads: int | None = None  # CPU intra-op threads; None: cores - 1
     graph: bool = True  # a frozen TorchScript graph when its logits equal eager's
+    runtime: str = ""  # "onnx" / "onnx-int8": server/runtimes.py (falls back to `graph`); "": `graph` decides
     warm_to: int = 64  # warm every power-of-two batch size up to this one
 
 
@@ -46,7 +47,7 @@ class ModelInfo:
 
     version: str
     device: str
-    runtime: str  # "torchscript" or "eager"
+    runtime: str  # "onnx", "onnx-int8", "torchscript" or "eager"
     threads: int | None  # intra-op CPU threads; None on an accelerator
 
 

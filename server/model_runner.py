@@ -24,7 +24,12 @@ class ModelRunner:
     """Owns the model. `predict` takes the concatenated bytes of n images (the batcher joins them)."""
 
     def __init__(
-        self, path: Path | str | None = None, device: str = "auto", threads: int | None = None, graph: bool = False
+        self,
+        path: Path | str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        graph: bool = False,
+        runtime: str = "",
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -34,7 +39,18 @@ class ModelRunner:
         self.model = loaded.model.eval()
         self.version = loaded.version
         self.temperature = float(loaded.temperature)
-        self.runtime = "torchscript" if graph and self._freeze_graph() else "eager"
+        # `runtime` "onnx" / "onnx-int8": server/runtimes.py, checked against eager; if it cannot be
+        # had, TorchScript (graph) or eager as before.
+        self._compiled = None
+        if runtime in ("onnx", "onnx-int8") and self.device.type == "cpu":
+            from server.runtimes import build
+
+            threads = torch.get_num_threads()  # the intra-op threads chosen above
+            self._compiled = build("onnx", self.model, self.temperature, threads, int8=runtime == "onnx-int8")
+        if self._compiled is not None:
+            self.runtime = runtime
+        else:
+            self.runtime = "torchscript" if graph and self._freeze_graph() else "eager"
 
     def _freeze_graph(self) -> bool:
         """Swap the eager model for a frozen TorchScript graph, but only if its logits are identical.
@@ -63,6 +79,9 @@ class ModelRunner:
     def predict_arrays(self, pixels: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Same arithmetic as the offline evaluation (uint8 -> float / 255), then softmax(logits / T).
         Returns the digits (n,) and the probabilities (n, 10) as arrays, cheap to ship between processes."""
+        if self._compiled is not None:
+            probs = self._compiled(np.frombuffer(pixels, dtype=np.uint8).reshape(n, PIXELS_LEN))
+            return probs.argmax(axis=1), probs
         x = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(n, 1, IMAGE_SIZE, IMAGE_SIZE)
         if self.device.type != "cpu":
             x = x.pin_memory().to(self.device, non_blocking=True)

@@ -48,10 +48,17 @@ def add_service(servicer: object, server: grpc.aio.Server) -> None:
     but with deserializers that never raise. Every method of the service is covered, new ones too."""
     handlers = {}
     for method in SERVICE.methods:
-        if method.client_streaming or method.server_streaming:
-            raise TypeError(f"{method.full_name}: only unary methods are registered here")
         request = getattr(digits_pb2, method.input_type.name)
         response = getattr(digits_pb2, method.output_type.name)
+        if method.client_streaming and method.server_streaming:  # PredictStream: each message parsed alike
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                getattr(servicer, method.name),
+                request_deserializer=tolerant(request),
+                response_serializer=response.SerializeToString,
+            )
+            continue
+        if method.client_streaming or method.server_streaming:
+            raise TypeError(f"{method.full_name}: only unary and bidirectional methods are registered here")
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
             request_deserializer=tolerant(request),

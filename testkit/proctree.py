@@ -80,3 +80,9 @@ class TreeSample:
 def sample(root: int) -> TreeSample:
     pids = tree(root)
     return TreeSample(tuple(pids), sum(rss_bytes(p) for p in pids), sum(cpu_seconds(p) for p in pids))
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of `root` and its live descendants: read before and after a benchmark
+    round, the difference over the answers is the server's CPU per answered request."""
+    return sample(root).cpu

@@ -99,3 +99,19 @@ class ForgetReply(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: int
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class PredictStreamRequest(_message.Message):
+    __slots__ = ("id", "item")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    item: PredictRequest
+    def __init__(self, id: _Optional[int] = ..., item: _Optional[_Union[PredictRequest, _Mapping]] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("id", "result")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    result: PredictResult
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[PredictResult, _Mapping]] = ...) -> None: ...

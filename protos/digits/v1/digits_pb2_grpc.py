@@ -59,6 +59,11 @@ class DigitClassifierStub:
                 request_serializer=digits_dot_v1_dot_digits__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=digits_dot_v1_dot_digits__pb2.ForgetReply.FromString,
                 _registered_method=True)
+        self.PredictStream = channel.stream_stream(
+                '/digits.v1.DigitClassifier/PredictStream',
+                request_serializer=digits_dot_v1_dot_digits__pb2.PredictStreamRequest.SerializeToString,
+                response_deserializer=digits_dot_v1_dot_digits__pb2.PredictStreamResponse.FromString,
+                _registered_method=True)
 
 
 class DigitClassifierServicer:
@@ -110,6 +115,21 @@ class DigitClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictStream(self, request_iterator, context):
+        """Classify a continuous flow of digits on one long call, for heavy clients: each request carries
+        an id the client chooses and one PredictRequest; each answer carries that id and the item's
+        PredictResult (its prediction, or its own error with the reasons PredictBatch uses, plus
+        QUEUE_FULL when the server's queue was full for that item: send it again later). Answers come
+        as they are ready, not in request order. Items join everyone else's in the dynamic batcher as
+        they arrive. Flow control: the server reads no further request while a set number of this
+        stream's items are unanswered (digits-server --stream-window), so a client that stops reading
+        stops the server reading from it, and gRPC's flow control then holds the client's writes. The
+        whole stream fails only for shutdown, cancellation or the deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DigitClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +157,11 @@ def add_DigitClassifierServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=digits_dot_v1_dot_digits__pb2.ForgetRequest.FromString,
                     response_serializer=digits_dot_v1_dot_digits__pb2.ForgetReply.SerializeToString,
+            ),
+            'PredictStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictStream,
+                    request_deserializer=digits_dot_v1_dot_digits__pb2.PredictStreamRequest.FromString,
+                    response_serializer=digits_dot_v1_dot_digits__pb2.PredictStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +299,33 @@ class DigitClassifier:
             '/digits.v1.DigitClassifier/Forget',
             digits_dot_v1_dot_digits__pb2.ForgetRequest.SerializeToString,
             digits_dot_v1_dot_digits__pb2.ForgetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/digits.v1.DigitClassifier/PredictStream',
+            digits_dot_v1_dot_digits__pb2.PredictStreamRequest.SerializeToString,
+            digits_dot_v1_dot_digits__pb2.PredictStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
