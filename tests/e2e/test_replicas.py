@@ -58,13 +58,16 @@ def test_digits_predict_takes_a_list_of_replicas(pair, digit_samples, tmp_path, 
         path = tmp_path / f"{digit}.jpg"
         path.write_bytes(phone_photo(digit_samples[digit][0]))
         files.append(str(path))
-    before = [calls_served(s.metrics_url, "PredictBatch") for s in pair]
+    def calls(server: ServerProcess) -> int:  # digits-predict streams (PredictStream), or batches on older servers
+        return sum(calls_served(server.metrics_url, method) for method in ("PredictStream", "PredictBatch"))
+
+    before = [calls(s) for s in pair]
     for _ in range(4):  # a new channel each run: round-robin starts from a random replica
         assert predict_cli.main([*files, "--server", list_target(*pair)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 and all(": " in line for line in lines), lines
-    served = [calls_served(s.metrics_url, "PredictBatch") - b for s, b in zip(pair, before, strict=True)]
-    assert sum(served) == 4, served
+    served = [calls(s) - b for s, b in zip(pair, before, strict=True)]
+    assert sum(served) >= 4 and min(served) > 0, f"every run reached a replica, and both were used: {served}"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
