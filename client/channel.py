@@ -7,8 +7,9 @@ configured through the channel's service config, so nothing here balances or ret
   next READY one, so the load spreads evenly and a dead replica is skipped as soon as its
   connection drops. (gRPC's default, `pick_first`, would send everything to one address.)
 - The retry policy retries `UNAVAILABLE` (a replica killed mid-call, one draining after SIGTERM,
-  an outage) with exponential backoff within the call's deadline. Each attempt is a new pick, so
-  it lands on another replica. gRPC caps attempts at 5 (four retries).
+  an outage) and `CANCELLED` (a call a stopping server cancelled) with exponential backoff within
+  the call's deadline. Each attempt is a new pick, so it lands on another replica. gRPC caps attempts
+  at 5 (four retries).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def service_config(retries: int, backoff: float) -> dict:
                     "initialBackoff": _duration(backoff),
                     "maxBackoff": _duration(backoff * 2 ** max(retries - 1, 0)),
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    # CANCELLED too: a server that shuts down may cancel a call it had accepted. Every
+                    # digits call is idempotent, and a cancel by the caller itself is never retried.
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]

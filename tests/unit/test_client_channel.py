@@ -13,7 +13,7 @@ def test_round_robin_and_retries_follow_the_clients_settings():
     (method,) = config["methodConfig"]
     assert method["name"] == [{"service": "digits.v1.DigitClassifier"}]
     policy = method["retryPolicy"]
-    assert policy["maxAttempts"] == 4 and policy["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert policy["maxAttempts"] == 4 and policy["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
     assert policy["initialBackoff"] == "0.200s" and policy["maxBackoff"] == "0.800s"
 
 
