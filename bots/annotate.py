@@ -8,6 +8,7 @@ the boxes are scaled to the downscaled picture and drawn.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Sequence
@@ -38,8 +39,14 @@ def upright_thumbnail(data: bytes, max_side: int = MAX_SIDE) -> tuple[Image.Imag
             width, height = height, width
         img.draft("RGB", (max_side, max_side))  # JPEG only; a no-op for other formats
         upright = on_white(ImageOps.exif_transpose(img))
-    upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    upright.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return upright, (width, height)
+
+
+@functools.lru_cache(maxsize=32)
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font (no system font needed) at `size` px; loaded once per size."""
+    return ImageFont.load_default(size=size)
 
 
 def on_white(img: Image.Image) -> Image.Image:
@@ -61,7 +68,7 @@ def annotate(data: bytes, boxes: Sequence[Box], labels: Sequence[str], *, max_si
         right, bottom = max(left + 1, round((x + w) * sx) - 1), max(top + 1, round((y + h) * sy) - 1)
         draw.rectangle((left, top, right, bottom), outline=BOX_COLOUR, width=line)
         size = max(12, min(32, round((bottom - top) * 0.4)))
-        font = ImageFont.load_default(size=size)
+        font = label_font(size)
         tl, tt, tr, tb = draw.textbbox((0, 0), label, font=font)
         pad = max(1, size // 6)
         label_w, label_h = tr - tl + 2 * pad, tb - tt + 2 * pad

@@ -103,3 +103,11 @@ def test_a_transparent_sticker_is_drawn_on_white():
 
 def test_a_picture_that_cannot_be_drawn_gives_none():
     assert annotated_png(b"not an image at all", [(0, 0, 1, 1)], ["1"]) is None
+
+
+def test_an_iphone_heic_is_drawn():
+    squares = [(100, 80, 120, 200), (420, 100, 110, 180)]
+    result = annotate(encoded(picture((800, 600), squares), "HEIF", quality=90), squares, ["4", "2"])
+    assert result.size == (MAX_SIDE, 384)
+    for box in squares:
+        assert_boxed(result, box, (MAX_SIDE / 800, 384 / 600))
