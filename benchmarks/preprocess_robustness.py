@@ -8,6 +8,11 @@ rate on negatives, the MNIST-re-encoded-at-other-sizes control, and latency on o
     .venv/bin/python benchmarks/preprocess_robustness.py            # default: about 2-3 minutes
     .venv/bin/python benchmarks/preprocess_robustness.py --per-style 100 --reference knn
 
+Issue 11 adds numbers of 2-6 test digits read with Read's pipeline (whole-number and per-digit
+accuracy, calibration error of the whole-reading confidence, per style), single digits on ruled and
+squared notebook paper and tight crops, and Read's latency through a real server; `--quick` runs all of
+it in a couple of minutes, `--fit-confidence` fits Read's confidence map on validation digits.
+
 `--reference knn` adds a second classifier (k-nearest neighbours over the MNIST training set) that
 shares none of the model's training: where it reads our output correctly and the model does not,
 the model, not the preprocessing, is what fails that style.
@@ -29,10 +34,32 @@ from PIL import Image
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from preprocessing import PreprocessError, preprocess
 from preprocessing.mnist_style import ImageTooLargeError
-from testkit.robustness_set import STYLES, photo, reencoded, render
-from training.data import load_split
+from preprocessing.reading import read
+from server import reading as read_answer
+from testkit.robustness_set import (
+    NUMBER_STYLES,
+    STYLES,
+    compose,
+    photo,
+    reencoded,
+    render,
+    render_numbers,
+    tight_crop,
+)
+from testkit.stats import percentile
+from training.data import load_split, train_val_split
 
 TARGETS = {"photo": 98.0, "scan": 99.0, "sketch": 98.5}
+# issue 11: whole numbers read right, per style (touching = pairs whose inks overlap)
+NUMBER_TARGETS = {
+    "scan": 97.0,
+    "photo": 95.0,
+    "photo-ruled": 95.0,
+    "photo-squared": 95.0,
+    "sketch": 95.0,
+    "touching": 85.0,
+    "lines": None,
+}
 
 
 def naive(data: bytes) -> np.ndarray:
@@ -55,6 +82,15 @@ class Classifier:
         probs = torch.cat([torch.softmax(self.model(b) / self.temperature, 1) for b in x.split(512)])
         conf, pred = probs.max(1)
         return pred.numpy(), conf.numpy()
+
+    @torch.no_grad()
+    def rows(self, pixels: list[np.ndarray]) -> list[tuple[int, float, list[float]]]:
+        """What the server's batcher answers per image: (digit, confidence, probabilities)."""
+        if not pixels:
+            return []
+        x = torch.from_numpy(np.stack(pixels).astype(np.float32) / 255.0).view(-1, 1, 28, 28)
+        probs = torch.softmax(self.model(x) / self.temperature, 1).numpy()
+        return [(int(p.argmax()), float(p.max()), p.tolist()) for p in probs]
 
 
 class Knn:
@@ -204,6 +240,176 @@ def _bomb_png(w: int, h: int) -> bytes:
     )
 
 
+# --- numbers (issue 11): Read = preprocessing.reading + the model + server.reading's choice ----------
+
+
+def read_number(clf: Classifier, data: bytes) -> tuple[str, float, float]:
+    """(text, calibrated confidence, raw confidence) exactly as the server's Read computes them; ("", 0, 0)
+    when nothing is found."""
+    try:
+        slots = read(data, max_pixels=40_000_000)
+    except PreprocessError:
+        return "", 0.0, 0.0
+    if not slots:
+        return "", 0.0, 0.0
+    wire = [(s.separator, [[(d.pixels, d.box) for d in o] for o in s.options], list(s.priors)) for s in slots]
+    rows = clf.rows([d.pixels for s in slots for o in s.options for d in o])
+    chosen = read_answer.choose(wire, rows)
+    return chosen.text, read_answer.calibrated(chosen.raw_confidence), chosen.raw_confidence
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance: digits missed, added or misread."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error over equal-width confidence bins (as digits-eval computes it)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (confidence > lo) & (confidence <= hi)
+        if m.any():
+            total += m.mean() * abs(confidence[m].mean() - correct[m].mean())
+    return float(total)
+
+
+def numbers(args: argparse.Namespace, clf: Classifier, digits, labels) -> None:
+    n = args.numbers
+    print(f"\n== numbers of 2-6 MNIST test digits (Read), {n} per style, seed {args.seed} ==")
+    print(f"{'style':16s} {'n':>5s} {'whole':>7s} {'digits':>7s} {'ECE':>6s} {'mean conf':>9s} {'target':>7s}")
+    all_conf, all_ok = [], []
+    for style in NUMBER_STYLES:
+        samples = render_numbers(style, digits, labels, n, args.seed)
+        got = [read_number(clf, s.data) for s in samples]
+        ok = np.array([g[0] == s.text for g, s in zip(got, samples, strict=True)])
+        conf = np.array([g[1] for g in got])
+        truth = [s.text.replace("\n", "").replace(" ", "") for s in samples]
+        errors = sum(_edits(g[0].replace("\n", "").replace(" ", ""), t) for g, t in zip(got, truth, strict=True))
+        per_digit = 100.0 * max(0.0, 1.0 - errors / sum(len(t) for t in truth))
+        target = NUMBER_TARGETS[style]
+        print(
+            f"{style:16s} {len(samples):5d} {100 * ok.mean():6.1f}% {per_digit:6.1f}% {100 * ece(conf, ok):5.1f}%"
+            f" {conf.mean():9.2f} " + (f"{target:6.1f}%" if target else "   (none)")
+        )
+        if args.show_errors:
+            for g, s in list(zip(got, samples, strict=True)):
+                if g[0] != s.text:
+                    print(f"    {s.variant:28s} {s.text!r:>16s} read {g[0]!r} ({g[1]:.2f})")
+        all_conf.append(conf)
+        all_ok.append(ok)
+    conf, ok = np.concatenate(all_conf), np.concatenate(all_ok)
+    print(f"{'all styles':16s} {len(ok):5d} {100 * ok.mean():6.1f}% {'':7s} {100 * ece(conf, ok):5.1f}%"
+          f" {conf.mean():9.2f}   ECE target <= 3%")
+
+
+def fit_confidence(args: argparse.Namespace, clf: Classifier) -> None:
+    """Fit server.reading's map sigmoid(A * logit(p) + B) on numbers from MNIST *validation* digits."""
+    _, val = train_val_split(load_split("train", download=False))
+    d, y = val.images.numpy(), val.labels.numpy()
+    raw, ok = [], []
+    for style in NUMBER_STYLES:
+        for s in render_numbers(style, d, y, args.numbers, args.seed + 1):
+            text, _, p = read_number(clf, s.data)
+            raw.append(p)
+            ok.append(text == s.text)
+    z = torch.logit(torch.tensor(raw, dtype=torch.float64).clamp(1e-6, 1 - 1e-6))
+    target = torch.tensor(ok, dtype=torch.float64)
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], max_iter=200)
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * z + ab[1], target)
+        value.backward()
+        return value
+
+    opt.step(loss)
+    a, b = (float(v) for v in ab.detach())
+    fitted = torch.sigmoid(a * z + b).numpy()
+    print(f"\n== whole-reading confidence map, fitted on {len(ok)} numbers from validation digits ==")
+    print(f"CALIBRATION = ({a:.4f}, {b:.4f})   # server/reading.py; accuracy {100 * np.mean(ok):.1f}%")
+    print(f"ECE on the fitting set: raw product {100 * ece(np.array(raw), np.array(ok)):.1f}%"
+          f" -> fitted {100 * ece(fitted, np.array(ok)):.1f}%")
+
+
+def notebook_and_crops(args: argparse.Namespace, clf: Classifier, digits, labels) -> None:
+    """Single digits through Predict's preprocessing: plain vs ruled vs squared photos of the same digits,
+    tight crops, and how often a single digit is wrongly called SEVERAL_DIGITS."""
+    n = args.per_style
+    print(f"\n== single digits on notebook paper and tight crops ({n} each) ==")
+    idx = np.random.default_rng([args.seed, 7]).integers(0, len(digits), n)
+    accs = {}
+    for paper in ("plain", "ruled", "squared"):
+        rng = np.random.default_rng([args.seed, 8])  # the same photos but for the paper
+        got = [preprocess(photo(digits[j], rng, paper=paper)[1]) for j in idx]
+        found = np.array([g.digit_found for g in got])
+        several = np.array([g.several for g in got])
+        pred, _ = clf(np.stack([g.pixels for g in got]))
+        accs[paper] = 100.0 * (found & ~several & (pred == labels[idx])).mean()
+        line = f"photo on {paper:8s} paper {accs[paper]:6.1f}%  (found {100 * found.mean():5.1f}%"
+        line += f", wrongly SEVERAL_DIGITS {100 * several.mean():4.1f}%)"
+        if paper != "plain":
+            line += f"  {accs[paper] - accs['plain']:+.1f} points vs plain (target within 1)"
+        print(line)
+    rng = np.random.default_rng([args.seed, 9])
+    samples = [tight_crop(digits[j], rng) for j in idx]
+    got = [preprocess(data) for _, data in samples]
+    found = np.array([g.digit_found for g in got])
+    pred, _ = clf(np.stack([g.pixels for g in got]))
+    ok = found & (pred == labels[idx])
+    found_share = 100 * found.mean()
+    print(f"tight crops (ink to the border)    {100 * ok.mean():6.1f}%  (found {found_share:5.1f}%; target >= 99%)")
+    for v in sorted({v for v, _ in samples}):
+        m = np.array([s[0] == v for s in samples])
+        print(f"  {v:32s} {m.sum():4d} {100 * ok[m].mean():6.1f}%")
+    several = []
+    for style in ("photo", "scan", "sketch"):
+        several += [preprocess(s.data).several for s in render(style, digits, labels, n, args.seed)]
+    print(f"single digits (photo/scan/sketch) wrongly refused as SEVERAL_DIGITS: {100 * np.mean(several):.1f}%")
+
+
+def read_latency(args: argparse.Namespace, digits, labels) -> None:
+    """Read of a 640x480 photo of a 4-digit number through a real server at idle, end to end."""
+    import asyncio
+
+    from client import DigitsClient
+    from testkit.server_process import ServerProcess
+
+    rng = np.random.default_rng(args.seed)
+    idx = rng.integers(0, len(digits), 4)
+    strip = compose([digits[i] for i in idx], [0.25, 0.25, 0.25], rng)
+    _, data = photo(strip, rng, ink="black", size=(640, 480))
+    single = photo(digits[0], np.random.default_rng(args.seed), ink="black", size=(640, 480))[1]
+
+    async def timed(target: str) -> tuple[list[float], list[float], str]:
+        out_read, out_predict = [], []
+        async with DigitsClient(target, timeout=10) as client:
+            reading = await client.read_image(data)
+            await client.predict_image(single)
+            for _ in range(args.latency_runs // 4):
+                t = time.perf_counter()
+                await client.read_image(data)
+                out_read.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                await client.predict_image(single)
+                out_predict.append((time.perf_counter() - t) * 1000)
+        return out_read, out_predict, reading.text
+
+    with ServerProcess(model=args.model, args=["--workers", "1"]) as server:
+        times, predict_times, text = asyncio.run(timed(server.target))
+    truth = "".join(str(int(labels[i])) for i in idx)
+    print(f"\n== Read through a server at idle, 640x480 JPEG of a 4-digit number ({truth!r}, read {text!r}) ==")
+    print(f"Read    p50 {percentile(times, 50):6.1f} ms  p90 {percentile(times, 90):6.1f} ms  (target p50 <= 30 ms)")
+    print(f"Predict p50 {percentile(predict_times, 50):6.1f} ms  (one digit, 640x480, same server, for comparison)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-style", type=int, default=200, help="samples rendered per style (default 200)")
@@ -213,8 +419,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 42, 56, 112, 280], help="re-encode sizes")
     parser.add_argument("--latency-runs", type=int, default=200, help="timed runs for the 640x480 JPEG")
     parser.add_argument("--reference", choices=["none", "knn"], default="none", help="add a kNN reader column")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["robustness", "reencode", "latency"])
+    parser.add_argument("--numbers", type=int, default=200, help="numbers rendered per number style (default 200)")
+    parser.add_argument("--show-errors", action="store_true", help="print every misread number")
+    parser.add_argument(
+        "--fit-confidence", action="store_true", help="fit Read's confidence map on validation digits and exit"
+    )
+    parser.add_argument("--quick", action="store_true", help="a couple of minutes: fewer samples and runs")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["robustness", "reencode", "latency", "numbers", "notebook", "read-latency"],
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.per_style, args.numbers, args.reencode, args.latency_runs = 60, 40, 300, 60
 
     torch.set_num_threads(1)
     clf = Classifier(args.model)
@@ -223,6 +442,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {args.model} version {clf.version} (temperature {clf.temperature:.3f})")
     knn = Knn() if args.reference == "knn" else None
     t0 = time.perf_counter()
+    if args.fit_confidence:
+        fit_confidence(args, clf)
+        return
+    if "numbers" not in args.skip:
+        numbers(args, clf, digits, labels)
+    if "notebook" not in args.skip:
+        notebook_and_crops(args, clf, digits, labels)
+    if "read-latency" not in args.skip:
+        read_latency(args, digits, labels)
     if "robustness" not in args.skip:
         robustness(args, clf, knn, digits, labels)
     if "reencode" not in args.skip:

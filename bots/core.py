@@ -7,6 +7,7 @@ attachment out of its message, supplies a `download()` callable, and renders the
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import math
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from bots.annotate import annotated_png
 from bots.answer import Answer, Outcome
 from bots.chatstate import ChatState, MemoryChatState
 from bots.config import CoreConfig
@@ -32,6 +34,7 @@ from client import (
     Overloaded,
     Prediction,
     ServerUnavailable,
+    SeveralDigits,
     UnreadableImage,
 )
 
@@ -169,6 +172,8 @@ class Recognizer:
             prediction = await self.client.predict_image(data)
         except NoDigitFound:
             return Answer(Outcome.NO_DIGIT)
+        except SeveralDigits:  # a number (before InvalidInput: it is one): read every digit
+            return await self.read_number(data)
         except ImageTooLarge:  # before InvalidInput: it is one
             return self.too_large_answer()
         except (UnreadableImage, BadPixels, InvalidInput):
@@ -185,6 +190,24 @@ class Recognizer:
             log.exception("unexpected error while recognizing")
             return Answer(Outcome.UNAVAILABLE)
         return self.answer_for(prediction)
+
+    async def read_number(self, data: bytes) -> Answer:
+        """Every digit of a picture of a number (Read); the doubtful ones named with their runner-up."""
+        try:
+            reading = await self.client.read_image(data)
+        except NoDigitFound:
+            return Answer(Outcome.NO_DIGIT)
+        except Overloaded:
+            return Answer(Outcome.BUSY)
+        except DigitsError as exc:
+            log.warning("digits server could not read a number: %s", exc)
+            return Answer(Outcome.UNAVAILABLE)
+        doubtful = tuple((i + 1, d.digit, d.runner_up[0]) for i, d in reading.doubtful)
+        # The photo with each digit boxed: decoded and drawn off the event loop (a big photo takes a while).
+        png = await asyncio.to_thread(annotated_png, data, [d.box for d in reading.digits],
+                                      [str(d.digit) for d in reading.digits])
+        return Answer(Outcome.NUMBER, confidence=reading.confidence, number=reading.text, doubtful=doubtful,
+                      seen_png=png, model_version=reading.model_version)
 
     def answer_for(self, prediction: Prediction) -> Answer:
         """The facts of a prediction; below `low_confidence` they include the runner-up and a hint."""

@@ -36,6 +36,8 @@ TOO_LARGE_TEXT = N_("That file is too large. Please send a smaller photo.")
 RATE_LIMITED_TEXT = N_("You're sending images faster than I can read them. Please wait {seconds} s and try again.")
 DIGIT_TEXT = N_("It's a {digit} ({confidence} sure).")
 UNSURE_TEXT = N_("I think it's a {digit} ({confidence} sure), but it could be a {other} ({other_confidence}).")
+NUMBER_TEXT = N_("{number}, {confidence} sure.")
+DOUBTFUL_DIGIT_TEXT = N_("Digit {position} could be a {digit} or a {other}.")
 
 
 def size_text(n: int) -> str:
@@ -84,6 +86,20 @@ def digit_text(answer: Answer, tr: Translate = english, style: Style = PLAIN) ->
     return f"{text}\n{style.hint.format(style.escape(tr(answer.hint)))}" if answer.hint else text
 
 
+def number_text(answer: Answer, tr: Translate = english, style: Style = PLAIN) -> str:
+    """'2026, 94% sure.' (the number in bold with `style=HTML`), then one line per doubtful digit."""
+    number = (answer.number or "").replace("\n", " / ")
+    text = style.escape(tr(NUMBER_TEXT)).format(
+        number=style.digit.format(style.escape(number)), confidence=f"{answer.confidence or 0.0:.0%}"
+    )
+    for position, digit, other in answer.doubtful:
+        line = style.escape(tr(DOUBTFUL_DIGIT_TEXT)).format(
+            position=position, digit=style.digit.format(digit), other=style.digit.format(other)
+        )
+        text += f"\n{line}"
+    return text
+
+
 _FIXED = {
     Outcome.NO_DIGIT: NO_DIGIT_TEXT,
     Outcome.NOT_IMAGE: NOT_IMAGE_TEXT,
@@ -100,6 +116,8 @@ def plain_text(answer: Answer, overrides: dict[Outcome, str] | None = None, tr: 
         return tr(overrides[answer.outcome])
     if answer.outcome == Outcome.DIGIT:
         return digit_text(answer, tr)
+    if answer.outcome == Outcome.NUMBER:
+        return number_text(answer, tr)
     if answer.outcome == Outcome.TOO_LARGE:
         return too_large_text(answer.limit_bytes, tr)
     if answer.outcome == Outcome.RATE_LIMITED:

@@ -62,6 +62,12 @@ class BadPixels(InvalidInput):
     default_reason = Reason.BAD_PIXELS.value
 
 
+class SeveralDigits(InvalidInput):
+    """Predict on a picture of a number: `read_image` reads every digit."""
+
+    default_reason = Reason.SEVERAL_DIGITS.value
+
+
 class BadRequest(InvalidInput):
     """The server could not parse the request's bytes (a client built against another contract)."""
 
@@ -97,6 +103,7 @@ _INVALID_BY_REASON: dict[str, type[DigitsError]] = {
     Reason.UNREADABLE_IMAGE: UnreadableImage,
     Reason.IMAGE_TOO_LARGE: ImageTooLarge,
     Reason.BAD_PIXELS: BadPixels,
+    Reason.SEVERAL_DIGITS: SeveralDigits,
     Reason.BAD_REQUEST: BadRequest,
 }
 
@@ -115,6 +122,43 @@ class Prediction:
         order = sorted(range(len(self.probabilities)), key=self.probabilities.__getitem__, reverse=True)
         second = order[1]
         return second, self.probabilities[second]
+
+
+@dataclass(frozen=True)
+class DigitRead(Prediction):
+    """One digit of a Reading: a Prediction plus where it is in the picture."""
+
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # (x, y, width, height) in the upright image's pixels
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Every digit of a picture in reading order (`DigitsClient.read_image`)."""
+
+    text: str  # e.g. "2026", "12 500", "3\n41": " " between groups, "\n" between lines
+    confidence: float  # calibrated probability that `text` is right as a whole
+    digits: list[DigitRead]  # one per digit character of `text`, in order
+    model_version: str
+
+    @property
+    def doubtful(self) -> list[tuple[int, DigitRead]]:
+        """(position in `digits`, digit) of each digit whose confidence is under 50%: the ones to ask about."""
+        return [(i, d) for i, d in enumerate(self.digits) if d.confidence < 0.5]
+
+
+def _reading(r: digits_pb2.ReadResponse) -> Reading:
+    digits = [
+        DigitRead(
+            d.digit,
+            d.confidence,
+            list(d.probabilities),
+            r.model_version,
+            d.pixels,
+            (d.box.x, d.box.y, d.box.width, d.box.height),
+        )
+        for d in r.digits
+    ]
+    return Reading(r.text, r.confidence, digits, r.model_version)
 
 
 def _prediction(r: digits_pb2.PredictResponse) -> Prediction:
@@ -208,6 +252,13 @@ class DigitsClient:
         if not data:
             raise UnreadableImage("the image is empty", Reason.UNREADABLE_IMAGE.value)
         return await self._predict(digits_pb2.PredictRequest(image=bytes(data)))
+
+    async def read_image(self, data: bytes) -> Reading:
+        """Every digit in an encoded image, in reading order (Read): a number, several, several lines.
+        Raises NoDigitFound when there is none, and the other DigitsErrors as `predict_image`."""
+        if not data:
+            raise UnreadableImage("the image is empty", Reason.UNREADABLE_IMAGE.value)
+        return _reading(await self._call(self._get_stub().Read, digits_pb2.ReadRequest(image=bytes(data))))
 
     async def predict_pixels(self, pixels: bytes) -> Prediction:
         """Classify 784 bytes: 28x28, row-major, MNIST convention (0 background, 255 ink)."""

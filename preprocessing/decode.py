@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from preprocessing.errors import ImageTooLargeError, PreprocessError, UnreadableImageError
 
 # Formats a chat user plausibly sends. Restricting Image.open to these keeps Pillow away from
-# plugins that shell out (EPS -> Ghostscript) or parse exotic containers. Phone MPO files open as JPEG.
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+# plugins that shell out (EPS -> Ghostscript) or parse exotic containers. Phone MPO files open as JPEG;
+# iPhone photos sent as files are HEIC (HEIF), decoded by pillow-heif's opener (libheif).
+register_heif_opener()
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 # Long side of the working image. A digit that fills a tenth of the frame still spans ~35 px.
 WORK_SIDE = 320
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)

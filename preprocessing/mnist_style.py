@@ -17,7 +17,8 @@ from model.shape import IMAGE_SIZE
 from preprocessing.decode import decode
 from preprocessing.errors import ImageTooLargeError, PreprocessError, UnreadableImageError
 from preprocessing.normalize import to_mnist
-from preprocessing.segment import find_digit
+from preprocessing.reading import several_digits
+from preprocessing.segment import locate
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -35,6 +36,7 @@ __all__ = [
 class Preprocessed:
     pixels: np.ndarray  # (28, 28) uint8, MNIST convention; all zeros when no digit was found
     bbox: tuple[int, int, int, int] | None  # (left, top, right, bottom) in the decoded image; None: no digit
+    several: bool = False  # the picture clearly holds more than one digit (a number): `pixels` is one of them
 
     @property
     def digit_found(self) -> bool:
@@ -48,7 +50,7 @@ def preprocess(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preproce
     UnreadableImageError or ImageTooLargeError (both PreprocessError) and nothing else for bad bytes.
     """
     decoded = decode(data, max_pixels)
-    found = find_digit(decoded.gray)
+    found, ink_map = locate(decoded.gray)
     if found is None:
         return Preprocessed(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8), None)
     pixels = to_mnist(found.ink)
@@ -63,4 +65,4 @@ def preprocess(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preproce
         min(width, max(int(left * sx) + 1, round(right * sx))),
         min(height, max(int(top * sy) + 1, round(bottom * sy))),
     )
-    return Preprocessed(pixels, bbox)
+    return Preprocessed(pixels, bbox, several_digits(ink_map))

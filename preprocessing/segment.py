@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from preprocessing.normalize import stroke_width
+from preprocessing.paper_lines import remove_lines
 
 MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit: light pencil is ~0.25
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
@@ -24,6 +25,7 @@ KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side:
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
+SMALL = 64  # images this small (dataset-style crops) take their paper's polarity from the border
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -75,8 +77,23 @@ def _background(gray: np.ndarray, frac: float) -> np.ndarray:
     return np.maximum(bg, gray)
 
 
+@dataclass(frozen=True)
+class InkMap:
+    """The ink strength over the whole working image that the digit was found in (for `preprocessing.reading`)."""
+
+    raw: np.ndarray  # (h, w) float32 in [0, 1]: ink strength relative to the paper
+    min_seed: float  # the weakest ink that may seed a stroke group in this map
+    frame: bool  # True for photos: bands along the frame are the paper's edge, not ink
+    parts: Parts | None = None  # its stroke groups, when a digit was found in it
+
+
 def find_digit(gray: np.ndarray) -> Ink | None:
-    """The digit's ink and box, or None when nothing digit-like stands out from the background.
+    """The digit's ink and box, or None when nothing digit-like stands out from the background."""
+    return locate(gray)[0]
+
+
+def locate(gray: np.ndarray) -> tuple[Ink | None, InkMap]:
+    """The digit's ink and box (or None), and the ink map it was found in.
 
     A narrow background closing first; a wide one when the strokes turn out too thick for it
     (their dark insides left unexplained), or when the narrow one found nothing.
@@ -87,15 +104,20 @@ def find_digit(gray: np.ndarray) -> Ink | None:
         g = gray if dark else 255.0 - gray
         raw = np.clip((paper - g) / max(paper, 40.0), 0.0, 1.0).astype(np.float32)
         found = _select(raw, min_seed=MIN_CONTRAST, frame=False)
-        return None if found is None else found.ink
+        if found is None:
+            return None, InkMap(raw, MIN_CONTRAST, False)
+        return found.ink, InkMap(raw, MIN_CONTRAST, False, found.parts)
     g = gray if _dark_ink(gray) else 255.0 - gray
+    maps = []
     for i, frac in enumerate(KERNELS):
         bg = _background(g, frac)
-        raw = np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32)
-        found = _select(raw, min_seed=MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE, frame=True)
+        raw = remove_lines(np.clip((bg - g) / np.maximum(bg, 40.0), 0.0, 1.0).astype(np.float32))
+        seed = MIN_CONTRAST if i == 0 else MIN_CONTRAST_WIDE
+        maps.append(InkMap(raw, seed, True))
+        found = _select(raw, min_seed=seed, frame=True)
         if found is not None and (i == len(KERNELS) - 1 or not _hollow(g, bg, found)):
-            return found.ink
-    return None
+            return found.ink, InkMap(raw, seed, True, found.parts)
+    return None, maps[0]  # no one digit: the narrow map keeps thin strokes best for reading several
 
 
 def _otsu(values: np.ndarray) -> int:
@@ -120,15 +142,45 @@ def _flat(gray: np.ndarray) -> tuple[bool, float] | None:
     if dark.size == 0 or bright.size == 0:
         return None
     ink_is_dark = bright.size >= dark.size
-    paper, ink = (bright, dark) if ink_is_dark else (dark, bright)
     rim = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if ((rim <= t) if ink_is_dark else (rim > t)).mean() > 0.12:
+    if min(gray.shape) <= SMALL:  # a small crop may be half ink: the paper is what surrounds it
+        ink_is_dark = float((rim > t).mean()) >= 0.5
+    paper, ink = (bright, dark) if ink_is_dark else (dark, bright)
+    small = min(gray.shape) <= SMALL
+    if ((rim <= t) if ink_is_dark else (rim > t)).mean() > 0.12 and not small and _banded(gray, t, ink_is_dark):
         return None  # the "ink" class runs along the frame: a desk or the paper's edge, not a flat page
     q25, q50, q75 = np.percentile(paper, (25, 50, 75))
     contrast = abs(float(q50) - float(np.median(ink)))
-    if contrast > 20.0 and (q75 - q25) < 0.15 * contrast:
+    # a small crop's anti-aliased fringe is a large share of its pixels: it widens the paper class
+    if contrast > 20.0 and (q75 - q25) < (0.3 if small else 0.15) * contrast:
         return ink_is_dark, float(q50) if ink_is_dark else 255.0 - float(q50)
     return None
+
+
+def _runs(labels: np.ndarray, n: int) -> np.ndarray:
+    """Per label (index 0..n), the longest stretch it covers without a break along any side of the frame."""
+    best = np.zeros(n + 1)
+    for line in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        change = np.flatnonzero(np.diff(line)) + 1
+        starts = np.concatenate([[0], change])
+        lengths = np.diff(np.concatenate([starts, [line.size]]))
+        np.maximum.at(best, line[starts], lengths)
+    best[0] = 0
+    return best
+
+
+def _banded(gray: np.ndarray, t: float, ink_is_dark: bool) -> bool:
+    """True when ink runs along a side of the frame for half its length or more (a desk, a page's edge);
+    a digit cropped tight only crosses the sides in short runs."""
+    for side in (gray[0], gray[-1], gray[:, 0], gray[:, -1]):
+        ink = (side <= t) if ink_is_dark else (side > t)
+        run = best = 0
+        for v in ink:
+            run = run + 1 if v else 0
+            best = max(best, run)
+        if best >= 0.5 * side.size:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -136,6 +188,16 @@ class _Found:
     ink: Ink
     mask: np.ndarray  # the selected strokes over ink.box
     contrast: float  # the strokes' typical ink strength, relative to the paper
+    parts: Parts | None = None  # every stroke group that could be ink, for `preprocessing.reading`
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The stroke groups `_select` chose among, so that `preprocessing.reading` need not label them again."""
+
+    labels: np.ndarray  # (h, w) int: the connected groups of the low threshold
+    t_low: float  # that threshold
+    groups: list[tuple[tuple[int, int, int, int], float, int]]  # (box, ink mass, label) of each usable group
 
 
 def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
@@ -162,6 +224,9 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     # the ink handed on keeps the unblurred detail
     r = ndi.gaussian_filter(raw, 0.6, truncate=2.0) if h * w > 16 else raw
     sample = r[::3, ::3] if r.size > 9216 else r
+    if not frame:  # a flat page: its noise is measured on the paper alone (a tight crop is mostly ink)
+        paper = sample[sample < 0.5]
+        sample = paper if paper.size >= 16 else sample
     med = float(np.median(sample))
     sigma = 1.4826 * float(np.median(np.abs(sample - med)))
     t_low = max(LOW_FLOOR, med + 4.0 * sigma)
@@ -190,6 +255,14 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     # but only where its strokes cross them.
     edge = contact > (0.2 if frame else 0.6)
     edge |= (sides >= 2) & (contact > (0.0 if frame else 0.3))
+    if not frame and edge[1:].any():
+        # a tight crop: the digit crosses the borders in short runs, or has ink in the middle too (a "7"'s
+        # bar along the top); a page's edge or a frame around an empty page runs along a border for half
+        # the image or more, and leaves the middle empty
+        mh, mw = h // 5, w // 5
+        middle = labels[mh : h - mh, mw : w - mw]
+        inner = np.bincount(middle[middle > 0], minlength=n + 1) >= 0.25 * np.bincount(lab, minlength=n + 1)
+        edge &= (_runs(labels, n) >= 0.5 * max(h, w)) & ~inner
     near = max(2, int(0.04 * max(h, w))) if frame else 1
     border = np.array(
         [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
@@ -239,7 +312,9 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
         return None
     y1, y2, x1, x2 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     box = (l0 + x1, t0 + y1, l0 + x2, t0 + y2)
-    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level)
+    groups = [(_box(slices[i]), float(mass[i]), i + 1) for i in np.nonzero(ok)[0]]
+    parts = Parts(labels, t_low, groups)
+    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level, parts)
 
 
 def _box(s: tuple[slice, slice]) -> tuple[int, int, int, int]:

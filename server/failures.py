@@ -21,6 +21,7 @@ CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.IMAGE_TOO_LARGE: _INVALID,
     Reason.BAD_PIXELS: _INVALID,
     Reason.NO_DIGIT_FOUND: _INVALID,
+    Reason.SEVERAL_DIGITS: _INVALID,
     Reason.MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.QUEUE_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.SHUTTING_DOWN: grpc.StatusCode.UNAVAILABLE,

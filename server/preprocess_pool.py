@@ -24,12 +24,14 @@ from digits.v1.errors import Reason
 
 from preprocessing import DEFAULT_MAX_PIXELS, ImageTooLargeError, PreprocessError, preprocess
 from preprocessing.decode import decoded_bytes
+from preprocessing.reading import read
 from server import memory
 from server.failures import RequestFailed
 
 log = logging.getLogger(__name__)
 
 NO_DIGIT = "no digit found in the image: send a photo of one handwritten digit"
+SEVERAL = "the image holds several digits; Predict reads one digit: use Read for numbers"
 TRIM_ABOVE = 32 * 1024 * 1024  # decoded bytes after which a worker hands its freed memory back
 
 
@@ -48,7 +50,36 @@ def _work(data: bytes, max_pixels: int, cost: int) -> bytes | RequestFailed:
             memory.trim()
     if not result.digit_found:
         return RequestFailed(Reason.NO_DIGIT_FOUND, NO_DIGIT)
+    if result.several:
+        return RequestFailed(Reason.SEVERAL_DIGITS, SEVERAL)
     return result.pixels.astype("uint8", copy=False).tobytes()
+
+
+ReadSlots = list[tuple[str, list[list[tuple[bytes, tuple[int, int, int, int]]]], list[float]]]
+
+
+def _read_work(data: bytes, max_pixels: int, cost: int) -> ReadSlots | RequestFailed:
+    """Runs in a worker for Read: every glyph as (separator before it, its alternative readings, their
+    log-priors), a reading a list of (784 pixels, box); or the failure."""
+    try:
+        slots = read(data, max_pixels=max_pixels)
+    except ImageTooLargeError as exc:
+        return RequestFailed(Reason.IMAGE_TOO_LARGE, f"the image is too large: {exc}")
+    except PreprocessError as exc:
+        return RequestFailed(Reason.UNREADABLE_IMAGE, f"the image could not be read (send a PNG or JPEG photo): {exc}")
+    finally:
+        if cost > TRIM_ABOVE:
+            memory.trim()
+    if not slots:
+        return RequestFailed(Reason.NO_DIGIT_FOUND, "no digit found in the image: send a photo of handwritten digits")
+    return [
+        (
+            s.separator,
+            [[(d.pixels.astype("uint8", copy=False).tobytes(), d.box) for d in o] for o in s.options],
+            list(s.priors),
+        )
+        for s in slots
+    ]
 
 
 def _ready() -> int:
@@ -147,6 +178,23 @@ class PreprocessPool:
                 del result, data
         return result
 
+    async def read(self, data: bytes) -> ReadSlots:
+        """Every glyph of the image in reading order with its alternative readings (see `_read_work`), or
+        RequestFailed as for `__call__`."""
+        cost = self.cost(data)
+        self._admit((cost,))
+        try:
+            result = await self._decode(data, cost, _read_work)
+        finally:
+            self.pending -= 1
+            self.pending_bytes -= cost
+        if isinstance(result, RequestFailed):
+            try:
+                raise result
+            finally:
+                del result, data
+        return result  # type: ignore[return-value]
+
     async def decode_many(self, images: Sequence[bytes]) -> list[bytes | RequestFailed]:
         """Each image's 784 bytes or its failure, in order. Raises RequestFailed (BATCH_TOO_LARGE,
         QUEUE_FULL) before decoding anything when they cannot all be admitted."""
@@ -158,11 +206,12 @@ class PreprocessPool:
             self.pending -= len(costs)
             self.pending_bytes -= sum(costs)
 
-    async def _decode(self, data: bytes, cost: int) -> bytes | RequestFailed:
-        """The pixels or the failure, returned (never raised: per-item failures carry no traceback)."""
+    async def _decode(self, data: bytes, cost: int, work=_work):
+        """The pixels (or Read's slots, with `_read_work`) or the failure, returned (never raised:
+        per-item failures carry no traceback)."""
         pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, _work, data, self.max_pixels, cost)
+            return await asyncio.get_running_loop().run_in_executor(pool, work, data, self.max_pixels, cost)
         except BrokenProcessPool:
             # A worker died (killed for memory, by an operator, a crash in a decoder): our failure,
             # not the caller's. Every image in flight learns it; the first to notice replaces the pool.

@@ -15,7 +15,7 @@ from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, rich_status
 
 from model.shape import PIXELS_LEN
-from server import feedback_service
+from server import feedback_service, reading
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from server.failures import RequestFailed
 from server.feedback_store import FeedbackStore
@@ -124,6 +124,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     async def Forget(self, request: digits_pb2.ForgetRequest, context: grpc.aio.ServicerContext):
         return await self._serve("Forget", self._forget, request, context)
 
+    async def Read(self, request: digits_pb2.ReadRequest, context: grpc.aio.ServicerContext):
+        return await self._serve("Read", self._read, request, context)
+
     async def _feedback(self, request: digits_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
         return await feedback_service.feedback(self.feedback_store, request)
 
@@ -218,6 +221,17 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             if isinstance(outcome, RequestFailed):
                 results[i].error.reason, results[i].error.message = outcome.reason.value, outcome.message
         return digits_pb2.PredictBatchResponse(results=results)
+
+    async def _read(self, request: digits_pb2.ReadRequest, context: grpc.aio.ServicerContext):
+        """Every digit of the image: all alternative readings of all glyphs go to the batcher together."""
+        batcher = self._ready_batcher()
+        if not request.image:
+            raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
+        slots = await self.preprocessor.read(request.image)
+        images = [pixels for _, options, _ in slots for option in options for pixels, _ in option]
+        with _batcher_failures():
+            rows = await batcher.submit_many(images, context.time_remaining())
+        return reading.response(slots, rows, self.model_version)
 
     async def _predict_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         session = StreamSession(

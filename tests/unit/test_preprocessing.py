@@ -88,10 +88,13 @@ def some_digits(digit_samples) -> list[np.ndarray]:
 # ---------------------------------------------------------------- formats and containers
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "HEIF"])
 def test_every_format_pillow_reads_gives_the_same_digit(digit, fmt):
     img = dark_on_white(canvas(digit))
-    result = preprocess(encode(img.convert("RGB") if fmt == "JPEG" else img, fmt))
+    data = encode(img.convert("RGB") if fmt in ("JPEG", "HEIF") else img, fmt)
+    if fmt == "HEIF":  # what an iPhone sends: an ISO-BMFF container with an HEIC brand
+        assert data[4:12] == b"ftypheic"
+    result = preprocess(data)
     assert result.digit_found
     assert_mnist_like(result)
     assert fidelity(result.pixels, digit) > 0.85
@@ -372,3 +375,42 @@ def test_invariants_on_rendered_photos_scans_and_sketches(mnist_test):
             if result.digit_found:
                 assert fidelity(result.pixels, digits[sample.source]) > 0.5, sample.variant
     assert found >= 28
+
+
+# ---------------------------------------------------------------- notebook paper and tight crops (issue 11)
+
+
+@pytest.mark.parametrize("paper", ["ruled", "squared"])
+def test_a_digit_written_across_notebook_lines(some_digits, paper):
+    """The printed lines cross the digit and run to the frame: they are paper, not ink."""
+    for i, d in enumerate(some_digits[:6]):
+        _, data = rs.photo(d, np.random.default_rng(i), ink="black", size=(640, 480), paper=paper)
+        result = preprocess(data)
+        assert result.digit_found and not result.several, f"digit {i} on {paper} paper"
+        assert fidelity(result.pixels, d) > 0.7, f"digit {i} on {paper} paper"
+
+
+def test_a_number_is_several_digits_and_one_digit_is_not(some_digits):
+    strip = rs.compose(some_digits[:3], [0.3, 0.3], np.random.default_rng(0))
+    assert preprocess(rs.number_scan(strip, np.random.default_rng(0))[1]).several
+    assert not preprocess(rs.scan(some_digits[0], np.random.default_rng(0))[1]).several
+
+
+def test_a_digit_cropped_to_its_ink_is_a_digit(some_digits):
+    """Dataset-style crops: the strokes touch the borders, light on dark or dark on light. Known gaps (see
+    the benchmark): 16-pixel crops are found about half the time, and a "0" whose ring runs along the
+    borders can still be taken for a frame."""
+    for i, d in enumerate(some_digits[2:8]):
+        _, data = rs.tight_crop(d, np.random.default_rng(i), side=(28, 32, 64)[i % 3])
+        result = preprocess(data)
+        assert result.digit_found, f"tight crop {i}"
+        assert fidelity(result.pixels, d) > 0.8, f"tight crop {i}"
+
+
+def test_a_frame_or_a_page_edge_around_empty_paper_is_not_a_digit():
+    framed = np.full((200, 200), 240, np.uint8)
+    framed[:6], framed[-6:], framed[:, :6], framed[:, -6:] = 20, 20, 20, 20
+    edge = np.full((200, 200), 240, np.uint8)
+    edge[:, :40] = 30
+    for a in (framed, edge):
+        assert not preprocess(encode(Image.fromarray(a))).digit_found

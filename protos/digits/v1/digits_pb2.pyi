@@ -6,6 +6,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReadRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class DigitReading(_message.Message):
+    __slots__ = ("digit", "confidence", "probabilities", "box", "pixels")
+    DIGIT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    digit: int
+    confidence: float
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    box: Box
+    pixels: bytes
+    def __init__(self, digit: _Optional[int] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., pixels: _Optional[bytes] = ...) -> None: ...
+
+class ReadResponse(_message.Message):
+    __slots__ = ("text", "confidence", "digits", "model_version")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    confidence: float
+    digits: _containers.RepeatedCompositeFieldContainer[DigitReading]
+    model_version: str
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., digits: _Optional[_Iterable[_Union[DigitReading, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
 class PredictRequest(_message.Message):
     __slots__ = ("image", "pixels")
     IMAGE_FIELD_NUMBER: _ClassVar[int]

@@ -64,6 +64,11 @@ class DigitClassifierStub:
                 request_serializer=digits_dot_v1_dot_digits__pb2.PredictStreamRequest.SerializeToString,
                 response_deserializer=digits_dot_v1_dot_digits__pb2.PredictStreamResponse.FromString,
                 _registered_method=True)
+        self.Read = channel.unary_unary(
+                '/digits.v1.DigitClassifier/Read',
+                request_serializer=digits_dot_v1_dot_digits__pb2.ReadRequest.SerializeToString,
+                response_deserializer=digits_dot_v1_dot_digits__pb2.ReadResponse.FromString,
+                _registered_method=True)
 
 
 class DigitClassifierServicer:
@@ -72,6 +77,7 @@ class DigitClassifierServicer:
     def Predict(self, request, context):
         """Classify one digit. Errors carry a google.rpc.ErrorInfo detail (domain "digits.v1") whose
         reason tells them apart: NO_DIGIT_FOUND, UNREADABLE_IMAGE, IMAGE_TOO_LARGE, BAD_PIXELS, ...
+        An image that clearly holds several digits fails with SEVERAL_DIGITS: use Read for numbers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +136,15 @@ class DigitClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Read(self, request, context):
+        """Every digit in the image, in reading order (a number, several numbers, several lines). Errors
+        as for Predict (NO_DIGIT_FOUND when there is none, UNREADABLE_IMAGE, ...). The digits of one
+        image go through the dynamic batcher together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DigitClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +177,11 @@ def add_DigitClassifierServicer_to_server(servicer, server):
                     servicer.PredictStream,
                     request_deserializer=digits_dot_v1_dot_digits__pb2.PredictStreamRequest.FromString,
                     response_serializer=digits_dot_v1_dot_digits__pb2.PredictStreamResponse.SerializeToString,
+            ),
+            'Read': grpc.unary_unary_rpc_method_handler(
+                    servicer.Read,
+                    request_deserializer=digits_dot_v1_dot_digits__pb2.ReadRequest.FromString,
+                    response_serializer=digits_dot_v1_dot_digits__pb2.ReadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -326,6 +346,33 @@ class DigitClassifier:
             '/digits.v1.DigitClassifier/PredictStream',
             digits_dot_v1_dot_digits__pb2.PredictStreamRequest.SerializeToString,
             digits_dot_v1_dot_digits__pb2.PredictStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Read(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/digits.v1.DigitClassifier/Read',
+            digits_dot_v1_dot_digits__pb2.ReadRequest.SerializeToString,
+            digits_dot_v1_dot_digits__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

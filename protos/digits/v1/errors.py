@@ -24,6 +24,7 @@ class Reason(StrEnum):
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
     BAD_PIXELS = "BAD_PIXELS"
     NO_DIGIT_FOUND = "NO_DIGIT_FOUND"
+    SEVERAL_DIGITS = "SEVERAL_DIGITS"  # Predict on a picture of a number: Read answers it
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     QUEUE_FULL = "QUEUE_FULL"
     SHUTTING_DOWN = "SHUTTING_DOWN"

@@ -1,0 +1,77 @@
+"""Read's answer from the model's rows: pick each glyph's likeliest reading, join the text, and say how
+sure the whole reading is.
+
+Why here and not in preprocessing: which way to cut a glyph (one wide "0", or a touching "11"?) is
+decided by what the model reads in each alternative, so it can only be settled after inference.
+
+The whole reading's confidence starts from the product of the chosen digits' calibrated confidences
+times, per glyph, the share of the chosen cut among the alternatives (`preprocessing.reading.best_option`):
+the probability that every digit and every cut is right if they were independent. They are not (a
+blurry photo makes all digits doubtful together), so a fitted map corrects it: confidence =
+sigmoid(A * logit(p) + B), fitted by maximum likelihood on numbers rendered from MNIST *validation*
+digits (never the test digits the benchmark reports on): `benchmarks/preprocess_robustness.py --fit-confidence`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from digits.v1 import digits_pb2
+
+from preprocessing.reading import best_option
+
+# sigmoid(A * logit(p) + B); (1, 0) would be the identity. Refit with the command in the module docstring.
+CALIBRATION = (0.4517, 0.3117)  # 350 numbers from validation digits, all NUMBER_STYLES, seed 1
+
+Row = tuple[int, float, list[float]]  # the batcher's answer per image: digit, confidence, probabilities
+Slots = list[tuple[str, list[list[tuple[bytes, tuple[int, int, int, int]]]], list[float]]]
+
+
+@dataclass(frozen=True)
+class Chosen:
+    text: str
+    raw_confidence: float  # before the fitted map
+    digits: list[tuple[bytes, tuple[int, int, int, int], Row]]
+
+
+def calibrated(p: float, calibration: tuple[float, float] = CALIBRATION) -> float:
+    a, b = calibration
+    p = min(max(p, 1e-9), 1.0 - 1e-9)
+    z = a * math.log(p / (1.0 - p)) + b
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def choose(slots: Slots, rows: list[Row]) -> Chosen:
+    """`rows` answer every image of every option of every slot, in that order."""
+    k = 0
+    text, confidence, digits = "", 1.0, []
+    for separator, options, priors in slots:
+        answered = []
+        for option in options:
+            answered.append(rows[k : k + len(option)])
+            k += len(option)
+        best, share = best_option([[row[1] for row in a] for a in answered], priors)
+        text += separator + "".join(str(row[0]) for row in answered[best])
+        confidence *= share * math.prod(row[1] for row in answered[best])
+        digits += [(px, box, row) for (px, box), row in zip(options[best], answered[best], strict=True)]
+    return Chosen(text, confidence, digits)
+
+
+def response(slots: Slots, rows: list[Row], model_version: str) -> digits_pb2.ReadResponse:
+    chosen = choose(slots, rows)
+    return digits_pb2.ReadResponse(
+        text=chosen.text,
+        confidence=calibrated(chosen.raw_confidence),
+        digits=[
+            digits_pb2.DigitReading(
+                digit=digit,
+                confidence=confidence,
+                probabilities=probabilities,
+                box=digits_pb2.Box(x=box[0], y=box[1], width=box[2], height=box[3]),
+                pixels=pixels,
+            )
+            for pixels, box, (digit, confidence, probabilities) in chosen.digits
+        ],
+        model_version=model_version,
+    )

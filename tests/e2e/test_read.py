@@ -1,0 +1,182 @@
+"""Read against a real server: numbers in each style, touching pairs, several lines, notebook paper,
+no digit; boxes inside the image and in reading order; Predict on a number is SEVERAL_DIGITS.
+
+Numbers are composed from MNIST test digits (the first of each class in the test set), rendered with
+the benchmark's renderers (testkit/robustness_set.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from client import DigitsClient, NoDigitFound, SeveralDigits
+from testkit.photos import blank_photo
+from testkit.robustness_set import compose, number_scan, number_sketch, photo, stack
+
+
+@pytest.fixture(scope="module")
+def clear_digits(digits_server, digit_samples) -> dict[int, np.ndarray]:
+    """One test digit per class: of the first five of its class in the MNIST test set, the one the
+    server reads alone (as pixels) most confidently. A doubtful digit would test the model, not Read."""
+
+    async def pick() -> dict[int, np.ndarray]:
+        best = {}
+        async with DigitsClient(digits_server.target) as client:
+            for d, samples in digit_samples.items():
+                scored = [(await client.predict_pixels(s.tobytes())).probabilities[d] for s in samples]
+                best[d] = samples[int(np.argmax(scored))]
+        return best
+
+    return asyncio.run(pick())
+
+
+def number(clear_digits, text: str, gap: float = 0.25, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return compose([clear_digits[int(c)] for c in text], [gap] * (len(text) - 1), rng)
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as img:
+        return ImageOps.exif_transpose(img).size
+
+
+async def read(target: str, data: bytes):
+    async with DigitsClient(target, timeout=20) as client:
+        return await client.read_image(data)
+
+
+def assert_boxes_in_order(reading, data: bytes) -> None:
+    """Every box inside the upright image; left to right within a line; lines top to bottom."""
+    width, height = size_of(data)
+    lines = reading.text.split("\n")
+    assert sum(len(line.replace(" ", "")) for line in lines) == len(reading.digits)
+    k = 0
+    previous_bottom = -1
+    for line in lines:
+        boxes = [reading.digits[k + i].box for i in range(len(line.replace(" ", "")))]
+        k += len(boxes)
+        for x, y, w, h in boxes:
+            assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= width and y + h <= height, (x, y, w, h)
+        lefts = [b[0] + b[2] / 2 for b in boxes]
+        assert lefts == sorted(lefts), f"not left to right: {boxes}"
+        centre = np.median([b[1] + b[3] / 2 for b in boxes])
+        assert centre > previous_bottom, "lines must come top to bottom"
+        previous_bottom = centre
+
+
+@pytest.mark.parametrize("style", ["scan", "sketch", "photo", "photo-ruled", "photo-squared"])
+async def test_a_number_reads_whole_in_each_style(digits_server, clear_digits, style):
+    for seed, text in enumerate(["2026", "907", "4138"], start=2):
+        strip = number(clear_digits, text, seed=seed)
+        rng = np.random.default_rng(seed)
+        if style == "scan":
+            _, data = number_scan(strip, rng)
+        elif style == "sketch":
+            _, data = number_sketch(strip, rng)
+        else:
+            paper = style.split("-")[1] if "-" in style else "plain"
+            _, data = photo(strip, rng, ink="black", size=(640, 480), paper=paper)
+        reading = await read(digits_server.target, data)
+        assert reading.text == text, f"{style} {text}: read {reading.text!r}"
+        assert len(reading.digits) == len(text)
+        assert [d.digit for d in reading.digits] == [int(c) for c in text]
+        assert all(len(d.pixels) == 784 and len(d.probabilities) == 10 for d in reading.digits)
+        assert 0.0 < reading.confidence <= 1.0
+        assert reading.model_version.startswith("digits-encoder-")
+        assert_boxes_in_order(reading, data)
+
+
+async def test_touching_pairs_are_split(digits_server, clear_digits):
+    for text in ("00", "23", "68"):
+        strip = number(clear_digits, text, gap=-0.1)
+        _, data = number_scan(strip, np.random.default_rng(1))
+        reading = await read(digits_server.target, data)
+        assert reading.text == text, f"touching {text}: read {reading.text!r}"
+
+
+async def test_several_lines_come_back_as_lines(digits_server, clear_digits):
+    rng = np.random.default_rng(3)
+    block = stack([number(clear_digits, "12"), number(clear_digits, "345"), number(clear_digits, "6789")], rng)
+    data = png(255 - block[:, :].repeat(4, 0).repeat(4, 1))  # a scan-like bitmap: dark ink on white
+    reading = await read(digits_server.target, data)
+    assert reading.text == "12\n345\n6789"
+    assert_boxes_in_order(reading, data)
+
+
+async def test_a_wide_gap_or_a_comma_separates_groups(digits_server, clear_digits):
+    left, right = number(clear_digits, "12"), number(clear_digits, "500")
+    spaced = np.concatenate([left, np.zeros((left.shape[0], 40), np.uint8), right], axis=1)
+    comma = np.zeros((left.shape[0], 12), np.uint8)
+    comma[26:33, 5:8] = 255  # a short downward stroke on the baseline
+    with_comma = np.concatenate([left, comma, right], axis=1)
+    for strip in (spaced, with_comma):
+        reading = await read(digits_server.target, png(255 - strip.repeat(5, 0).repeat(5, 1)))
+        assert reading.text == "12 500"
+
+
+async def test_a_single_digit_reads_as_predict_does(digits_server, clear_digits):
+    data = png(255 - np.asarray(Image.fromarray(clear_digits[7]).resize((140, 140))))
+    async with DigitsClient(digits_server.target) as client:
+        reading = await client.read_image(data)
+        prediction = await client.predict_image(data)
+    assert reading.text == "7" == str(prediction.digit)
+    assert reading.digits[0].pixels == prediction.pixels
+    assert reading.digits[0].confidence == pytest.approx(prediction.confidence, abs=1e-6)
+
+
+async def test_no_digit_is_no_digit_found(digits_server):
+    with pytest.raises(NoDigitFound):
+        await read(digits_server.target, blank_photo())
+
+
+async def test_predict_on_a_number_is_several_digits(digits_server, clear_digits):
+    _, data = number_scan(number(clear_digits, "42"), np.random.default_rng(0))
+    async with DigitsClient(digits_server.target) as client:
+        with pytest.raises(SeveralDigits) as info:
+            await client.predict_image(data)
+        assert "Read" in info.value.message
+        single = png(255 - np.asarray(Image.fromarray(clear_digits[4]).resize((140, 140))))
+        results = await client.predict_batch(images=[data, single])
+    assert isinstance(results[0], SeveralDigits)
+    assert results[1].digit == 4
+
+
+def test_digits_predict_prints_the_reading(digits_server, clear_digits, tmp_path):
+    path = tmp_path / "number.png"
+    _, data = number_scan(number(clear_digits, "907"), np.random.default_rng(2))
+    path.write_bytes(data)
+    result = subprocess.run(
+        [sys.executable, "-m", "client.predict_cli", str(path), "--server", digits_server.target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: 907 (confidence ")
+
+
+async def test_the_bots_answer_a_number_as_a_number(digits_server, clear_digits):
+    """The shared bot core: Predict says SEVERAL_DIGITS, the core reads the number and replies with it."""
+    from bots.answer import Outcome
+    from bots.core import Recognizer
+    from bots.replies import plain_text
+    from bots.telegram_bot import format_html
+
+    _, data = number_scan(number(clear_digits, "2026"), np.random.default_rng(0))
+    async with DigitsClient(digits_server.target) as client:
+        answer = await Recognizer(client).recognize(data)
+    assert answer.outcome == Outcome.NUMBER and answer.number == "2026"
+    assert plain_text(answer).startswith("2026, ") and plain_text(answer).split("\n")[0].endswith("% sure.")
+    assert format_html(answer).startswith("<b>2026</b>, ")
