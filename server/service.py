@@ -231,7 +231,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         images = [pixels for _, options, _ in slots for option in options for pixels, _ in option]
         with _batcher_failures():
             rows = await batcher.submit_many(images, context.time_remaining())
-        return reading.response(slots, rows, self.model_version)
+        # Rows may carry the version of the model that computed them (server/model_reload.py).
+        version = rows[0][3] if rows and len(rows[0]) > 3 else self.model_version
+        return reading.response(slots, [row[:3] for row in rows], version)
 
     async def _predict_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         session = StreamSession(

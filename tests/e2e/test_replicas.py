@@ -58,8 +58,8 @@ def test_digits_predict_takes_a_list_of_replicas(pair, digit_samples, tmp_path, 
         path = tmp_path / f"{digit}.jpg"
         path.write_bytes(phone_photo(digit_samples[digit][0]))
         files.append(str(path))
-    def calls(server: ServerProcess) -> int:  # digits-predict streams (PredictStream), or batches on older servers
-        return sum(calls_served(server.metrics_url, method) for method in ("PredictStream", "PredictBatch"))
+    def calls(server: ServerProcess) -> int:  # digits-predict reads (Read), streams or batches, by version
+        return sum(calls_served(server.metrics_url, m) for m in ("Read", "PredictStream", "PredictBatch"))
 
     before = [calls(s) for s in pair]
     for _ in range(4):  # a new channel each run: round-robin starts from a random replica
