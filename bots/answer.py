@@ -34,7 +34,7 @@ class Answer:
     confidence: float | None = None
     runner_up: tuple[int, float] | None = None  # set only when the model is unsure
     hint: str | None = None  # how to take a better photo; set with runner_up
-    seen_png: bytes | None = None  # the model's 28x28 input, enlarged
+    seen_png: bytes | None = None  # DIGIT: the model's 28x28 input, enlarged; NUMBER: the photo, each digit boxed
     retry_after: float | None = None  # RATE_LIMITED: seconds until the user may send again
     limit_bytes: int | None = None  # TOO_LARGE: the size limit
     accepted: bool = True

@@ -7,6 +7,7 @@ attachment out of its message, supplies a `download()` callable, and renders the
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import math
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from bots.annotate import annotated_png
 from bots.answer import Answer, Outcome
 from bots.chatstate import ChatState, MemoryChatState
 from bots.config import CoreConfig
@@ -201,8 +203,11 @@ class Recognizer:
             log.warning("digits server could not read a number: %s", exc)
             return Answer(Outcome.UNAVAILABLE)
         doubtful = tuple((i + 1, d.digit, d.runner_up[0]) for i, d in reading.doubtful)
+        # The photo with each digit boxed: decoded and drawn off the event loop (a big photo takes a while).
+        png = await asyncio.to_thread(annotated_png, data, [d.box for d in reading.digits],
+                                      [str(d.digit) for d in reading.digits])
         return Answer(Outcome.NUMBER, confidence=reading.confidence, number=reading.text, doubtful=doubtful,
-                      model_version=reading.model_version)
+                      seen_png=png, model_version=reading.model_version)
 
     def answer_for(self, prediction: Prediction) -> Answer:
         """The facts of a prediction; below `low_confidence` they include the runner-up and a hint."""

@@ -2,7 +2,8 @@
 
 Why a separate module: `bots.core.Recognizer` decides everything (limits, wording, errors); this
 file only does Discord I/O — slash command, message context menu, mentions/DMs — and turns an
-`Answer` into an embed with the 28x28 image the model saw as its thumbnail.
+`Answer` into an embed with the 28x28 image the model saw (a digit) or the photo with each digit
+boxed (a number, bots/annotate.py) as its thumbnail.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ IMAGE_DESCRIPTION = N_("A photo or image file of one handwritten digit")
 READ_DIGIT_MENU = N_("Read digit")
 FORGET_DESCRIPTION = N_("Delete the corrections kept for you")
 HELP_DESCRIPTION = N_("How to get a good result, and what is kept")
+MARKDOWN = replies.Style(escape=discord.utils.escape_markdown, digit="**{}**", hint="*{}*")  # replies' wording, bold
 COLOURS = {
     Outcome.DIGIT: discord.Colour.green(),
     Outcome.RATE_LIMITED: discord.Colour.orange(),
@@ -133,8 +135,20 @@ def point_discord_py_at(api_base: str, gateway_url: str | None) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
+def with_seen(kwargs: dict, embed: discord.Embed, answer: Answer) -> dict:
+    """The image the model saw (a digit) or the photo with each digit boxed (a number) as the embed's thumbnail."""
+    if answer.seen_png:
+        embed.set_thumbnail(url=f"attachment://{SEEN_FILENAME}")
+        kwargs["file"] = discord.File(io.BytesIO(answer.seen_png), filename=SEEN_FILENAME)
+    return kwargs
+
+
 def render(answer: Answer, tr: Translate = english) -> dict:
-    """Keyword arguments for send()/reply(): an embed for a digit, plain text for everything else."""
+    """Keyword arguments for send()/reply(): an embed for a digit or a number, plain text for everything else."""
+    if answer.outcome == Outcome.NUMBER:
+        embed = discord.Embed(description=replies.number_text(answer, tr, MARKDOWN),
+                              colour=discord.Colour.gold() if answer.doubtful else COLOURS[Outcome.DIGIT])
+        return with_seen({"embed": embed}, embed, answer)
     if answer.outcome != Outcome.DIGIT or answer.digit is None:
         return {"content": plain_text(answer, WORDING, tr)}
     confident = answer.runner_up is None
@@ -149,11 +163,7 @@ def render(answer: Answer, tr: Translate = english) -> dict:
         embed.add_field(name=tr(RUNNER_UP_FIELD), value=f"{other} ({other_conf:.0%})", inline=True)
         if answer.hint:
             embed.set_footer(text=tr(answer.hint))
-    kwargs: dict = {"embed": embed}
-    if answer.seen_png:
-        embed.set_thumbnail(url=f"attachment://{SEEN_FILENAME}")
-        kwargs["file"] = discord.File(io.BytesIO(answer.seen_png), filename=SEEN_FILENAME)
-    return kwargs
+    return with_seen({"embed": embed}, embed, answer)
 
 
 class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button], template=ID_PATTERN.pattern):

@@ -85,6 +85,7 @@ URL_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./~-]*")
 SEEN_ON_TEXT = N_("Okay: with each answer I'll also send the 28x28 image the model saw. Send /seen again to stop.")
 SEEN_OFF_TEXT = N_("Okay: I'll stop sending the 28x28 image. Send /seen to turn it back on.")
 SEEN_CAPTION = N_("What I read: the 28x28 image the model saw, enlarged.")
+NUMBER_SEEN_CAPTION = N_("What I read: a box around each digit I found, labelled with what I read.")
 SEEN_HELP_TEXT = N_("Send /seen to also get the 28x28 image the model read, to understand mistakes.")
 TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit. /help has tips.")
 COMMAND_DESCRIPTIONS = {  # the command menu, set once per language (Telegram shows the one for the user's app language)
@@ -197,10 +198,11 @@ def digits_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
 async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False, tr: Translate | None = None,
                       markup: InlineKeyboardMarkup | None = None) -> None:
     """Reply quoting the user's message (with the right/wrong buttons when given); optionally follow with
-    the image the model saw."""
+    the image the model saw (a digit), or the photo with each digit boxed (a number)."""
     await message.reply_text(format_html(answer, tr), parse_mode=ParseMode.HTML, do_quote=True, reply_markup=markup)
     if with_seen and answer.seen_png:
-        await message.reply_photo(answer.seen_png, caption=(tr or english)(SEEN_CAPTION), do_quote=True)
+        caption = NUMBER_SEEN_CAPTION if answer.outcome == Outcome.NUMBER else SEEN_CAPTION
+        await message.reply_photo(answer.seen_png, caption=(tr or english)(caption), do_quote=True)
 
 
 async def _settle(task: asyncio.Task, timeout: float = 1.0) -> None:

@@ -1,5 +1,7 @@
 """The asyncio client the bots use: one channel, a deadline per call, retries with backoff
-on UNAVAILABLE, and one exception family whose `.reason` says what went wrong.
+on UNAVAILABLE, and one exception family whose `.reason` says what went wrong. The target may name
+several replicas (`dns:///name:port`, `ipv4:a:port,b:port`): calls go round-robin, and a retry lands on
+another replica (client/channel.py: gRPC's own balancing and retries).
 
     async with DigitsClient("127.0.0.1:50051") as client:
         prediction = await client.predict_image(photo_bytes)
@@ -17,18 +19,8 @@ import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, error_info
 
+from client.channel import MAX_ATTEMPTS, channel_options, previous_attempts
 from client.streaming import stream_results, stream_supported
-
-# Reconnect quickly after an outage: gRPC's default backoff grows to 120 s, so a bot would stay
-# "unavailable" for minutes after the server came back.
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    ("grpc.enable_retries", 0),  # we retry ourselves, with an overall deadline
-)
 
 
 class DigitsError(Exception):
@@ -246,11 +238,12 @@ class DigitsClient:
     def _get_stub(self) -> digits_pb2_grpc.DigitClassifierStub:
         # Created lazily so the client can be built outside a running event loop.
         if self._stub is None:
+            options = channel_options(self.retries, self.backoff)
             if self._tls:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
-                self._channel = grpc.aio.secure_channel(self.target, creds, options=CHANNEL_OPTIONS)
+                self._channel = grpc.aio.secure_channel(self.target, creds, options=options)
             else:
-                self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+                self._channel = grpc.aio.insecure_channel(self.target, options=options)
             self._stub = digits_pb2_grpc.DigitClassifierStub(self._channel)
         return self._stub
 
@@ -390,32 +383,21 @@ class DigitsClient:
         return _prediction(await self._call(self._get_stub().Predict, request))
 
     async def _call(self, method, request):
-        deadline = time.monotonic() + self.timeout
-        attempt = 0
-        last: DigitsError | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if last is not None:
-                    last.message = f"{self.target} unavailable (gave up after {attempt} attempts): {last.message}"
-                    last.args = (last.message,)
-                    raise last
-                raise ServerUnavailable(
-                    f"{self.target}: no answer within {self.timeout:g} s", Reason.DEADLINE_EXCEEDED.value
-                )
-            try:
-                return await method(request, timeout=remaining, metadata=self._metadata)
-            except grpc.aio.AioRpcError as exc:
-                error = last = error_from_rpc(exc)
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
-                    if isinstance(error, ServerUnavailable) and exc.code() == grpc.StatusCode.UNAVAILABLE:
-                        error.message = f"{self.target} unavailable after {attempt + 1} attempts: {error.message}"
-                        error.args = (error.message,)
-                    raise error from None
-            # Exponential backoff with jitter, never sleeping past the deadline.
-            delay = self.backoff * (2**attempt) * random.uniform(0.75, 1.25)
-            attempt += 1
-            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+        # gRPC retries UNAVAILABLE itself (the channel's retry policy), each attempt on the next
+        # replica, all within this one deadline.
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc)
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                # gRPC reports earlier attempts only when a server answered them; an UNAVAILABLE that
+                # reaches us otherwise means the retry policy ran out.
+                attempts = previous_attempts(exc.trailing_metadata()) + 1
+                if attempts == 1:
+                    attempts = min(self.retries + 1, MAX_ATTEMPTS)
+                error.message = f"{self.target} unavailable after {attempts} attempt(s): {error.message}"
+                error.args = (error.message,)
+            raise error from None
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     target = f"{connect_host}:{args.port}"
     server = Child("digits server", server_command(args), dict(os.environ))
     server.start()
+    # `kill -HUP <digits-run>` reloads the model, as it does for digits-server itself (the server runs
+    # in a process group of its own, so the launcher passes the signal on).
+    signal.signal(signal.SIGHUP, lambda signum, frame: server.process and server.process.send_signal(signum))
     say(f"starting the digits server on {target} (pid {server.pid}); waiting for it to be healthy...")
     if not wait_serving(server, target, args.startup_timeout, stopping):
         server.stop()

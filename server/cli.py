@@ -31,7 +31,9 @@ from server.auth import TokenInterceptor
 from server.flags import OneLineParser, validate
 from server.metrics import Metrics
 from server.model_protocol import DEFAULT_BATCH_TIMEOUT, ModelSettings
+from server.model_reload import ModelReloader
 from server.preprocess_pool import PreprocessPool
+from server.scaling import connection_age_options
 from server.service import DigitClassifierService
 from server.wire import add_service
 
@@ -86,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight requests get to finish on SIGTERM")
     p.add_argument(
         "--drain-delay", type=float, default=0.25, help="seconds health shows NOT_SERVING before the port closes"
+    )
+    p.add_argument(
+        "--reload-poll",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the --model file: when it is replaced, the new model is loaded and "
+        "switched in with no downtime (SIGHUP does the same at once; 0: on SIGHUP only)",
+    )
+    p.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=0.0,
+        help="seconds after which a client connection is closed gracefully, so clients of a DNS name "
+        "(dns:///, a Kubernetes headless Service) look it up again and find new replicas (0: never)",
     )
     p.add_argument(
         "--grpc-arg",
@@ -153,6 +169,8 @@ async def serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    hup = asyncio.Event()  # SIGHUP: reload the --model file (server/model_reload.py)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
 
     metrics = Metrics()
     fatal: list[str] = []
@@ -204,6 +222,7 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.keepalive_timeout_ms", 20_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # clients may ping every 10 s
+            *connection_age_options(args.max_connection_age, args.grace),
             *_grpc_args(args.grpc_arg),
         ],
     )
@@ -240,15 +259,15 @@ async def serve(args: argparse.Namespace) -> int:
             warm_to=args.max_batch_size,
             runtime=runtime if runtime.startswith("onnx") else "",
         )
-        start_model = partial(
+        start_process = partial(  # called again for every reload, with the new file's settings
             InferenceProcess,
-            settings,
             batch_timeout=args.model_timeout,
             on_crash=metrics.crashes.labels("model").inc,
             on_health=on_model_health,
             on_restart=metrics.model_restarts.inc,
             on_fatal=on_fatal,
         )
+        start_model = partial(ModelReloader, start_process, settings, registry=metrics.registry)
         runner, _ = await asyncio.gather(loop.run_in_executor(None, start_model), pool.warm_up())
     except Exception as exc:  # a bad checkpoint or device: say so plainly and exit non-zero
         log.error("cannot start: %s", exc)
@@ -269,6 +288,14 @@ async def serve(args: argparse.Namespace) -> int:
     metrics.queue_depth.set_function(lambda: batcher.depth)
     metrics.model.info({"version": runner.version, "device": runner.info.device, "runtime": runner.info.runtime})
     service.ready(batcher, runner.version)
+
+    def on_switch(info) -> None:  # a reload switched models: Ping and the metric say so from now on
+        metrics.model.info({"version": info.version, "device": info.device, "runtime": info.runtime})
+        service.model_version = info.version
+        on_model_health(True)  # the new model answered its probe (even if the old one had just failed)
+
+    runner.on_switch = on_switch
+    watcher = asyncio.create_task(runner.watch(args.reload_poll if args.model else 0, hup))
     # Everything allocated so far (libraries, protobuf descriptors, the app) lives as long as the
     # process. Frozen, the collector stops re-scanning it: a full collection under load took
     # 70-90 ms on the 2-core development machine and stalled every in-flight request; now it only
@@ -307,6 +334,7 @@ async def serve(args: argparse.Namespace) -> int:
     await health.enter_graceful_shutdown()
     await asyncio.sleep(args.drain_delay)  # let health checkers see NOT_SERVING while the port is still open
     await server.stop(args.grace)
+    watcher.cancel()
     await batcher.close()
     runner.close()
     pool.close()

@@ -60,6 +60,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, env: dic
     _number(parser, args, "--model-timeout", 0, 3600, low_open=True)
     _number(parser, args, "--max-connection-idle-s", 0, GRPC_MAX_MS / 1000, low_open=True)
     _number(parser, args, "--keepalive-s", 0, GRPC_MAX_MS / 1000, low_open=True)
+    _number(parser, args, "--reload-poll", 0, 3600)
+    _number(parser, args, "--max-connection-age", 0, GRPC_MAX_MS / 1000)
     _number(parser, args, "--stream-window", 1, 1_000_000)
     _check(parser, all("=" in pair for pair in args.grpc_arg), "--grpc-arg takes NAME=VALUE")
     if args.event_loop == "uvloop":

@@ -53,8 +53,10 @@ class ModelProcessLost(InferenceUnavailable):
 
 def _child(conn: Connection, settings: ModelSettings) -> None:
     """Load, warm up, report, then answer batches until the parent closes the pipe."""
-    # Ctrl-C reaches the whole process group; the parent decides when the model stops.
+    # Ctrl-C (and `kill -HUP` for a model reload) reaches the whole process group; the parent decides
+    # when the model stops or is replaced.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         import torch
 

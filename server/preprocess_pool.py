@@ -95,6 +95,7 @@ def _worker_init() -> None:
     it would otherwise outlive the server (keeping the forkserver alive too), and every restart
     by a supervisor would leak them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # SIGHUP to the group means "reload the model", not "die"
     memory.use_mmap_for_large_blocks()
     parent = multiprocessing.parent_process()
     if parent is None:

@@ -177,10 +177,10 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         else:
             pixels = await self._pixels(request)
         try:
-            digit, confidence, probabilities = await batcher.submit(pixels, context.time_remaining())
+            row = await batcher.submit(pixels, context.time_remaining())
         except BATCHER_ERRORS as exc:
             raise _batcher_failure(exc) from None
-        return self._response(pixels, digit, confidence, probabilities)
+        return self._response(pixels, *row)
 
     async def _predict_batch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         batcher = self._ready_batcher()
@@ -215,8 +215,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         with _batcher_failures():
             rows = await batcher.submit_many([outcomes[i] for i in good], context.time_remaining()) if good else []
         results = [digits_pb2.PredictResult() for _ in items]
-        for i, (digit, confidence, probabilities) in zip(good, rows, strict=True):
-            results[i].prediction.CopyFrom(self._response(outcomes[i], digit, confidence, probabilities))
+        for i, row in zip(good, rows, strict=True):
+            results[i].prediction.CopyFrom(self._response(outcomes[i], *row))
         for i, outcome in enumerate(outcomes):
             if isinstance(outcome, RequestFailed):
                 results[i].error.reason, results[i].error.message = outcome.reason.value, outcome.message
@@ -231,7 +231,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         images = [pixels for _, options, _ in slots for option in options for pixels, _ in option]
         with _batcher_failures():
             rows = await batcher.submit_many(images, context.time_remaining())
-        return reading.response(slots, rows, self.model_version)
+        # Rows may carry the version of the model that computed them (server/model_reload.py).
+        version = rows[0][3] if rows and len(rows[0]) > 3 else self.model_version
+        return reading.response(slots, [row[:3] for row in rows], version)
 
     async def _predict_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         session = StreamSession(
@@ -256,13 +258,13 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         return await self.preprocessor(request.image) if pixels is None else pixels
 
     def _response(
-        self, pixels: bytes, digit: int, confidence: float, probabilities: list[float]
+        self, pixels: bytes, digit: int, confidence: float, probabilities: list[float], version: str | None = None
     ) -> digits_pb2.PredictResponse:
         return digits_pb2.PredictResponse(
             digit=digit,
             confidence=confidence,
             probabilities=probabilities,
-            model_version=self.model_version,
+            model_version=version or self.model_version,  # the model that computed it (a reload may follow)
             pixels=pixels,
         )
 

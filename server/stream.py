@@ -44,7 +44,7 @@ class StreamSession:
         *,
         check_pixels: Callable[[bytes], bytes],
         pixels_of: Callable[[digits_pb2.PredictRequest], Awaitable[bytes]],
-        response: Callable[[bytes, int, float, list[float]], digits_pb2.PredictResponse],
+        response: Callable[..., digits_pb2.PredictResponse],  # (pixels, digit, confidence, probabilities[, version])
         classify: Classify,
         window: int = DEFAULT_WINDOW,
         on_item: Callable[[str], None] | None = None,
@@ -141,9 +141,9 @@ class StreamSession:
         if exc is not None:
             self._answer_error(rid, exc)
             return
-        digit, confidence, probabilities = future.result()
         answer = digits_pb2.PredictStreamResponse(id=rid)
-        answer.result.prediction.CopyFrom(self.response(pixels, digit, confidence, probabilities))
+        # The row may carry the version of the model that computed it (server/model_reload.py).
+        answer.result.prediction.CopyFrom(self.response(pixels, *future.result()))
         self._answers.put_nowait(answer)
         if self.on_item is not None:
             self.on_item("OK")
@@ -156,9 +156,9 @@ class StreamSession:
         if exc is not None:
             self._answer_error(rid, exc)
             return
-        pixels, (digit, confidence, probabilities) = task.result()
+        pixels, row = task.result()
         answer = digits_pb2.PredictStreamResponse(id=rid)
-        answer.result.prediction.CopyFrom(self.response(pixels, digit, confidence, probabilities))
+        answer.result.prediction.CopyFrom(self.response(pixels, *row))
         self._answers.put_nowait(answer)
         if self.on_item is not None:
             self.on_item("OK")

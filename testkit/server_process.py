@@ -44,6 +44,8 @@ class ServerProcess:
         self.env = env
         self.port = port or free_port()
         self.metrics_port = metrics_port or free_port()
+        while self.metrics_port == self.port:  # two free_port() calls can return the same port
+            self.metrics_port = free_port()
         self.own_group = own_group  # a process group of its own, as a server started from a terminal
         self.target = f"127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"

@@ -344,12 +344,17 @@ async def test_a_dead_model_process_is_replaced_and_the_server_keeps_serving(shi
 async def test_a_model_that_cannot_come_back_stops_the_server(shipped_model_path, tmp_path):
     """Crash-only: rather than answer UNAVAILABLE forever while health says SERVING, the server
     drains and exits 1, and its supervisor (digits-run, Docker, Kubernetes) starts it afresh."""
-    model = tmp_path / "model.safetensors"
+    model, private = tmp_path / "model.safetensors", tmp_path / "tmp"
     shutil.copy(shipped_model_path, model)
-    server = ServerProcess(model, ["--workers", "1"]).start()
+    private.mkdir()
+    server = ServerProcess(model, ["--workers", "1"], env={"TMPDIR": str(private)}).start()
     try:
         pid = int(re.search(r"model_pid=(\d+)", server.log()).group(1))
-        model.write_bytes(b"overwritten by a bad deploy")
+        # A restart loads the server's pinned copy of the model it was running (server/model_reload.py),
+        # never the file on disk: it is that copy that must go bad for the restart to fail.
+        pinned = list(private.glob("digits-model-*/*.safetensors"))
+        assert len(pinned) == 1, pinned
+        pinned[0].write_bytes(b"overwritten by a bad deploy")
         os.kill(pid, signal.SIGKILL)
         wait_until_dead(pid)
         async with DigitsClient(server.target, timeout=30, retries=0) as client:

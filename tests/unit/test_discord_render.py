@@ -35,7 +35,23 @@ def test_unsure_answer_names_the_runner_up_and_gives_the_hint():
     assert embed.footer.text == LOW_CONFIDENCE_HINT
 
 
-@pytest.mark.parametrize("outcome", [o for o in Outcome if o not in (Outcome.DIGIT, Outcome.DOWNLOAD_FAILED)])
+def test_a_number_is_an_embed_in_bold_with_the_boxed_photo():
+    png = b"\x89PNG the annotated photo"
+    answer = Answer(Outcome.NUMBER, confidence=0.94, number="2026", doubtful=((3, 2, 7),), seen_png=png)
+    kwargs = render(answer)
+    embed: discord.Embed = kwargs["embed"]
+    assert embed.description == "**2026**, 94% sure.\nDigit 3 could be a **2** or a **7**."
+    assert embed.description.replace("*", "") == plain_text(answer)  # the same wording, only the markup differs
+    assert embed.thumbnail.url == "attachment://seen.png"
+    assert kwargs["file"].filename == "seen.png" and kwargs["file"].fp.read() == png
+    no_picture = render(Answer(Outcome.NUMBER, confidence=0.9, number="12 500"))
+    assert no_picture["embed"].description == "**12 500**, 90% sure." and "file" not in no_picture
+
+
+OTHERS = [o for o in Outcome if o not in (Outcome.DIGIT, Outcome.NUMBER, Outcome.DOWNLOAD_FAILED)]
+
+
+@pytest.mark.parametrize("outcome", OTHERS)
 def test_every_other_outcome_is_its_plain_text(outcome):
     answer = Answer(outcome, retry_after=12.4, limit_bytes=2 * 1024 * 1024)
     assert render(answer) == {"content": plain_text(answer)}
