@@ -29,13 +29,10 @@ from scipy import ndimage as ndi
 from preprocessing.decode import decode
 from preprocessing.normalize import stroke_width, to_mnist
 from preprocessing.segment import (
-    EDGE_CONTRAST,
-    FLAT_LOW,
-    FLAT_SEED,
-    LOW_FLOOR,
     MAX_WIDTH_RATIO,
     MIN_DIGIT_CONTRAST,
     InkMap,
+    label_ink,
     locate,
 )
 
@@ -121,44 +118,8 @@ def _pieces(m: InkMap) -> _Map:
         strongest = max((g[1] for g in groups), default=0.0)
         pieces = [_Piece(box, mass, label) for box, mass, label in groups if mass >= SPECK * strongest]
         return _Map(raw, m.parts.labels, pieces, m.parts.t_low, m.frame)
-    h, w = raw.shape
-    r = ndi.gaussian_filter(raw, 0.6, truncate=2.0) if h * w > 16 else raw
-    sample = r[::3, ::3] if r.size > 9216 else r
-    if not m.frame:  # a flat page: its noise is measured on the paper alone (a tight crop is mostly ink)
-        paper = sample[sample < 0.5]
-        sample = paper if paper.size >= 16 else sample
-    med = float(np.median(sample))
-    sigma = 1.4826 * float(np.median(np.abs(sample - med)))
-    t_low = max(LOW_FLOOR, med + 4.0 * sigma)
-    t_seed = max(m.min_seed, med + 8.0 * sigma, 2.0 * t_low)
-    if not m.frame:  # a small crop's anti-aliased fringe passes for paper noise: ink on a flat page is measured exactly
-        t_low, t_seed = min(t_low, FLAT_LOW), min(t_seed, FLAT_SEED)
-    on = r > t_low
-    labels, n = ndi.label(on, structure=_EIGHT)
-    if n == 0:
-        return _Map(raw, labels, [], t_low, m.frame)
-    lab, val = labels[on], r[on]
-    area = np.bincount(lab, minlength=n + 1)[1:]
-    mass = np.bincount(lab, weights=val - t_low, minlength=n + 1)[1:]
-    peak = np.zeros(n + 1, dtype=np.float32)
-    np.maximum.at(peak, lab, val)
-    peak = peak[1:]
-    sides = np.zeros(n + 1, dtype=np.int64)
-    contact = np.zeros(n + 1)
-    for line, side in ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h)):
-        counts = np.bincount(line, minlength=n + 1)
-        sides += counts > 0
-        contact = np.maximum(contact, counts / side)
-    edge = contact > (0.2 if m.frame else 0.6)
-    edge |= (sides >= 2) & (contact > (0.0 if m.frame else 0.3))
-    slices = ndi.find_objects(labels)
-    near = max(2, int(0.04 * max(h, w))) if m.frame else 1
-    border = np.array(
-        [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
-    )
-    ok = (peak >= t_seed) & (area >= 3) & ~edge[1:]
-    if m.frame:
-        ok &= ~border | (peak >= EDGE_CONTRAST)
+    found = label_ink(raw, m.min_seed, m.frame)
+    labels, t_low, slices, mass, ok = found.labels, found.t_low, found.slices, found.mass, found.ok
     if not ok.any():
         return _Map(raw, labels, [], t_low, m.frame)
     strongest = float(mass[ok].max())

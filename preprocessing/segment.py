@@ -214,8 +214,21 @@ def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
     return int((dark & ~m).sum()) > 0.3 * int(m.sum())
 
 
-def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
-    """Threshold with hysteresis, then keep the strongest stroke group and the pieces near it.
+@dataclass(frozen=True)
+class Labelled:
+    """What counts as ink on a map, decided once for one digit (`_select`) and for a number
+    (`preprocessing.reading`): the connected groups of the low threshold and which of them are usable."""
+
+    labels: np.ndarray  # (h, w) int: the connected groups of the low threshold
+    t_low: float  # that threshold
+    slices: list  # ndi.find_objects of `labels`
+    mass: np.ndarray  # (n,) ink mass of each group: contrast above the threshold
+    border: np.ndarray  # (n,) bool: the group comes near the image's frame
+    ok: np.ndarray  # (n,) bool: strong enough, big enough, and no band along the frame
+
+
+def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
+    """Threshold with hysteresis and find the usable stroke groups.
 
     `frame`: the image may show the paper's edge and the desk (photos), so bands along the frame
     and corners are not ink. A flat background has no such edge, and its digit may fill the box.
@@ -237,7 +250,7 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     on = r > t_low
     labels, n = ndi.label(on, structure=_EIGHT)
     if n == 0:
-        return None
+        return Labelled(labels, t_low, [], np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
     lab, val = labels[on], r[on]
     area = np.bincount(lab, minlength=n + 1)[1:]
     # contrast above the threshold: a faint wide shadow weighs less than a dark narrow stroke
@@ -273,6 +286,16 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     ok = (peak >= t_seed) & (area >= 3) & ~edge[1:]
     if frame:  # near a photo's frame, faint marks are shading of the paper's edge: only real ink counts
         ok &= ~border | (peak >= EDGE_CONTRAST)
+    return Labelled(labels, t_low, slices, mass, border, ok)
+
+
+def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
+    """The strongest stroke group of `label_ink` and the pieces near it: one digit, or None."""
+    h, w = raw.shape
+    found = label_ink(raw, min_seed, frame)
+    labels, t_low, slices, mass, border, ok = (
+        found.labels, found.t_low, found.slices, found.mass, found.border, found.ok
+    )
     if not ok.any():
         return None
     # a digit cut by the frame or drawn to the canvas edge is possible, but a mark at (or near) the
