@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
+from model.checkpoint import load_checkpoint
 from testkit.server_process import ServerProcess
 
 
@@ -17,3 +20,17 @@ def store_server(shipped_model_path, tmp_path_factory):
     server.db = db
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def reference(shipped_model_path):
+    """The model in-process: what the server must answer, computed the offline evaluation's way."""
+    loaded = load_checkpoint(shipped_model_path)
+
+    @torch.inference_mode()
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, 28, 28).float().div_(255)
+        return torch.softmax(loaded.model(x) / loaded.temperature, dim=1).numpy()
+
+    probabilities.version = loaded.version
+    return probabilities

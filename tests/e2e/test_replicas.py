@@ -54,7 +54,7 @@ async def test_a_dns_target_reaches_the_server(pair):
 
 def test_digits_predict_takes_a_list_of_replicas(pair, digit_samples, tmp_path, capsys):
     files = []
-    for digit in (3, 7):
+    for digit in range(10):  # enough calls per run that both replicas are connected while it runs
         path = tmp_path / f"{digit}.jpg"
         path.write_bytes(phone_photo(digit_samples[digit][0]))
         files.append(str(path))
@@ -62,12 +62,14 @@ def test_digits_predict_takes_a_list_of_replicas(pair, digit_samples, tmp_path, 
         return sum(calls_served(server.metrics_url, m) for m in ("Read", "PredictStream", "PredictBatch"))
 
     before = [calls(s) for s in pair]
-    for _ in range(4):  # a new channel each run: round-robin starts from a random replica
+    # Each run is a new channel; its first calls may all go to the replica that connected first, the
+    # later ones are spread round-robin over both.
+    for _ in range(2):
         assert predict_cli.main([*files, "--server", list_target(*pair)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 8 and all(": " in line for line in lines), lines
+    assert len(lines) == 20 and all(": " in line for line in lines), lines
     served = [calls(s) - b for s, b in zip(pair, before, strict=True)]
-    assert sum(served) >= 4 and min(served) > 0, f"every run reached a replica, and both were used: {served}"
+    assert sum(served) >= 2 and min(served) > 0, f"every run reached a replica, and both were used: {served}"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])

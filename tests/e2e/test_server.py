@@ -21,7 +21,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-import torch
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import DOMAIN, error_info
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -37,23 +36,8 @@ from client import (
     ServerUnavailable,
     UnreadableImage,
 )
-from model.checkpoint import load_checkpoint
 from preprocessing import preprocess
 from testkit.server_process import ServerProcess, health_status
-
-
-@pytest.fixture(scope="module")
-def reference(shipped_model_path):
-    """The model in-process: what the server must answer, computed the offline evaluation's way."""
-    loaded = load_checkpoint(shipped_model_path)
-
-    @torch.inference_mode()
-    def probabilities(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, 28, 28).float().div_(255)
-        return torch.softmax(loaded.model(x) / loaded.temperature, dim=1).numpy()
-
-    probabilities.version = loaded.version
-    return probabilities
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG", size: int = 280) -> bytes:

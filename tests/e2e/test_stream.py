@@ -14,25 +14,11 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-import torch
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from PIL import Image
 
 from client import BadPixels, DigitsClient, InvalidInput, NoDigitFound, Overloaded, UnreadableImage
-from model.checkpoint import load_checkpoint
 from testkit.server_process import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def reference(shipped_model_path):
-    loaded = load_checkpoint(shipped_model_path)
-
-    @torch.inference_mode()
-    def probabilities(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images)).view(-1, 1, 28, 28).float().div_(255)
-        return torch.softmax(loaded.model(x) / loaded.temperature, dim=1).numpy()
-
-    return probabilities
 
 
 def png(pixels: np.ndarray) -> bytes:
