@@ -163,10 +163,19 @@ class PreprocessPool:
 
     async def __call__(self, data: bytes) -> bytes:
         """784 bytes for the model, or RequestFailed (bad image, no digit, busy, a worker crashed)."""
+        return await self._one(data, _work)
+
+    async def read(self, data: bytes) -> ReadSlots:
+        """Every glyph of the image in reading order with its alternative readings (see `_read_work`), or
+        RequestFailed as for `__call__`."""
+        return await self._one(data, _read_work)  # type: ignore[return-value]
+
+    async def _one(self, data: bytes, work):
+        """One image through `work` in a worker, admitted by its decoded size; its failure is raised."""
         cost = self.cost(data)
         self._admit((cost,))
         try:
-            result = await self._decode(data, cost)
+            result = await self._decode(data, cost, work)
         finally:
             self.pending -= 1
             self.pending_bytes -= cost
@@ -178,23 +187,6 @@ class PreprocessPool:
                 # would be a cycle that keeps the image bytes until the next full garbage collection.
                 del result, data
         return result
-
-    async def read(self, data: bytes) -> ReadSlots:
-        """Every glyph of the image in reading order with its alternative readings (see `_read_work`), or
-        RequestFailed as for `__call__`."""
-        cost = self.cost(data)
-        self._admit((cost,))
-        try:
-            result = await self._decode(data, cost, _read_work)
-        finally:
-            self.pending -= 1
-            self.pending_bytes -= cost
-        if isinstance(result, RequestFailed):
-            try:
-                raise result
-            finally:
-                del result, data
-        return result  # type: ignore[return-value]
 
     async def decode_many(self, images: Sequence[bytes]) -> list[bytes | RequestFailed]:
         """Each image's 784 bytes or its failure, in order. Raises RequestFailed (BATCH_TOO_LARGE,
