@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=8, help="Predict calls in flight")
     parser.add_argument("--examples", type=int, default=8, help="confident answers to print per model")
+    parser.add_argument("--start-timeout", type=float, default=600, help="seconds a server may take to start")
     parser.add_argument("--skip-mnist", action="store_true", help="no MNIST test figures")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(items)} held-out non-digits ({args.per_kind} per kind, styles {', '.join(STYLES)} in turn), "
           f"rendered in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     for path in args.model:
-        with ServerProcess(model=path, args=["--workers", "1"]) as server:
+        # a model the server has not seen is exported to ONNX first: minutes on a busy 2-core machine
+        with ServerProcess(model=path, args=["--workers", "1"]).start(timeout=args.start_timeout) as server:
             t1 = time.perf_counter()
             answers = asyncio.run(predict_all(server.target, [it[3] for it in items], args.concurrency))
             seconds = time.perf_counter() - t1

@@ -2,11 +2,13 @@
 
 Every batch of digits gets `--outlier-ratio` as many non-digit images (training/outliers.py, the
 training split only), augmented like the digits. On them the loss is the cross-entropy against the
-uniform distribution over the 10 classes, `-mean_k log softmax(z)_k`, weighted by `--outlier-weight`
-(0.5 in the paper): the model learns to be unsure on letters, symbols and doodles instead of naming
-the closest digit. The output stays 10 logits, so the server, the contract and the calibration
-(temperature refitted on the MNIST validation split) are unchanged; a letter simply comes back with a
-low confidence.
+uniform distribution over the 10 classes, `-mean_k log softmax(z / T)_k`, weighted by `--outlier-weight`
+(0.5 in the paper), where T (`--outlier-temperature`) is the calibration temperature the model will be
+given: with label smoothing the fitted temperature is below 1 and sharpens every softmax, so logits
+that are flat only at T = 1 come back confident after calibration. The model learns to be unsure on
+letters, symbols and doodles instead of naming the closest digit. The output stays 10 logits, so the
+server, the contract and the calibration (temperature refitted on the MNIST validation split) are
+unchanged; a letter simply comes back with a low confidence.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ class OutlierExposure:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, batch: int) -> OutlierExposure:
-        if args.outlier_weight < 0 or args.outlier_ratio <= 0 or args.outlier_count < 1:
-            raise RuntimeError("--outlier-weight must be >= 0, --outlier-ratio > 0 and --outlier-count >= 1")
+        if min(args.outlier_ratio, args.outlier_temperature) <= 0 or args.outlier_weight < 0 or args.outlier_count < 1:
+            raise RuntimeError(
+                "--outlier-weight must be >= 0, --outlier-ratio and --outlier-temperature > 0, --outlier-count >= 1"
+            )
         t0 = time.time()
         images = outliers.bank(args.outlier_count, "train", seed=args.seed)
         return cls(images, max(1, round(batch * args.outlier_ratio)), args.seed, time.time() - t0)

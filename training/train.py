@@ -92,6 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="add non-digit images (training/outliers.py, training split) to every batch",
     )
     o.add_argument("--outlier-weight", type=float, default=0.5, help="weight of the outlier loss (uniform target)")
+    o.add_argument(
+        "--outlier-temperature",
+        type=float,
+        default=1.0,
+        help="the outlier loss sees logits / this: the calibration temperature the model will get (the shipped "
+        "model's is about 0.55), so that outliers come out flat after calibration, not only before it",
+    )
     o.add_argument("--outlier-ratio", type=float, default=0.5, help="outlier images per digit image in a batch")
     o.add_argument("--outlier-count", type=int, default=20000, help="outliers rendered once, then sampled from")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
@@ -265,7 +272,7 @@ def train(args: argparse.Namespace) -> dict:
                 logits = all_logits[:n_digits]
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
                 if oe is not None:
-                    out_loss = outlier_exposure.uniform_loss(all_logits[n_digits:].float())
+                    out_loss = outlier_exposure.uniform_loss(all_logits[n_digits:].float() / args.outlier_temperature)
                     loss = loss + args.outlier_weight * out_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
