@@ -556,6 +556,11 @@ class FakeDiscord:
             created = self._message_payload(parts[1], payload, files)
             self.sent.append(Sent("message", str(reference or parts[1]), payload, files, message=created))
             return _json(created)
+        if method == "PATCH" and parts[0] == "channels" and len(parts) == 4 and parts[2] == "messages":
+            payload, files = await self._read_body(request)  # the bot edits one of its messages
+            edited = {**self._message_payload(parts[1], payload, files), "id": parts[3]}
+            self.sent.append(Sent("edit", parts[3], payload, files, message=edited))
+            return _json(edited)
         if method == "POST" and parts[0] == "channels" and parts[-1] == "typing":
             return web.Response(status=204)
         if method == "POST" and path == "/users/@me/channels":
