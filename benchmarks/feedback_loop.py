@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import pickle
 import shutil
 import sqlite3
 import subprocess
@@ -272,7 +273,13 @@ def main(argv: list[str] | None = None) -> None:
             save_renders(cache, pixels, labels, variants)
         pixels["MNIST test"] = [img.tobytes() for img in t_digits]
         labels["MNIST test"] = t_labels.tolist()
-        numbers = {name: render_numbers(s, t_digits, t_labels, args.numbers, args.seed) for name, s in NUMBERS.items()}
+        numbers_cache = work / f"numbers-{args.numbers}-{args.seed}.pkl"
+        if args.reuse and numbers_cache.is_file():
+            numbers = pickle.loads(numbers_cache.read_bytes())
+            print(f"reusing the test numbers in {numbers_cache}")
+        else:
+            numbers = {n: render_numbers(s, t_digits, t_labels, args.numbers, args.seed) for n, s in NUMBERS.items()}
+            numbers_cache.write_bytes(pickle.dumps(numbers))
         print(f"reading {args.numbers} test numbers per number style through Read...", flush=True)
         t_read = time.perf_counter()
         before, whole_before, right_before = evaluate(shipped.target, pixels, labels, numbers)
@@ -337,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"export {export_s:.1f} s; fine-tuning {train_s:.0f} s on CPU (budget {args.train_timeout:.0f} s); "
           f"epochs {args.epochs} x {args.limit_train} MNIST train images, extra-weight {args.extra_weight}, "
           f"lr {args.lr}")  # fmt: skip
-    print(f"{'per digit':24s} {'before':>8s} {'after':>8s} {'change':>8s}   {'whole numbers':>17s}   target")
+    print(f"{'per digit':28s} {'before':>8s} {'after':>8s} {'change':>8s}   {'whole numbers':>17s}   target")
     for name in [style, *[s for s in STYLES if s != style], "MNIST test"]:
         change = after[name] - before[name]
         if name == style:
@@ -349,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             target = f"drop <= 0.5 points: {'MET' if change >= -0.5 else 'NOT MET'}"
         n = len(t_labels) if name == "MNIST test" else (args.numbers if name in NUMBERS else args.per_style)
         whole = f"{whole_before[name]:6.1f}% -> {whole_after[name]:5.1f}%" if name in NUMBERS else ""
-        row = f"{name + f' ({n})':24s} {before[name]:7.2f}% {after[name]:7.2f}% {change:+7.2f}"
+        row = f"{name + f' ({n})':28s} {before[name]:7.2f}% {after[name]:7.2f}% {change:+7.2f}"
         print(f"{row}   {whole:>17s}   {target}")
     if style in DIGIT_STYLES:
         per_variant: dict[str, list[int]] = defaultdict(list)
