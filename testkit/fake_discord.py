@@ -108,6 +108,7 @@ class FakeDiscord:
         self.user = {"id": str(self.new_id()), "username": "alice", "discriminator": "0",
                      "global_name": "Alice", "avatar": None, "flags": 0}
         self.guild_id = self.new_id()
+        self.guild_locale = "en-US"  # the guild's preferred locale (set_guild_locale changes it live)
         self.channel_id = self.new_id()
         self.dm_channel_id = self.new_id()
         # What the bot did, in order.
@@ -427,7 +428,13 @@ class FakeDiscord:
                          "deaf": False, "mute": False, "flags": 0}],
             "threads": [], "voice_states": [], "presences": [], "stage_instances": [],
             "guild_scheduled_events": [], "joined_at": "2025-01-01T00:00:00+00:00",
+            "preferred_locale": self.guild_locale,
         }
+
+    async def set_guild_locale(self, locale: str) -> None:
+        """The guild's admins change its preferred locale: Discord sends GUILD_UPDATE to the bot."""
+        self.guild_locale = locale
+        await self._dispatch_all("GUILD_UPDATE", self._guild())
 
     @staticmethod
     def _owns(ws: web.WebSocketResponse, guild_id: str | None) -> bool:

@@ -212,3 +212,15 @@ async def test_a_dm_is_answered_in_the_language_the_user_last_interacted_in(fake
         "✓ " + translator("de")(replies.RIGHT_BUTTON), "✗ " + translator("de")(replies.WRONG_BUTTON)]
     hello = await fake.send_message("hallo", dm=True, author=user)
     assert (await fake.final_reply(hello["id"])).content == translator("de")(replies.HELP_TEXT)
+
+
+async def test_a_mention_from_an_unknown_user_is_answered_in_the_guilds_locale(fake, bot, digit_samples):
+    await fake.set_guild_locale("fr")
+    try:
+        user = fake.new_user("never-interacted")
+        sent = await fake.send_message("", [fake.attachment(phone_photo(digit_samples[2][0]))], mention_bot=True,
+                                       author=user)
+        reply = await fake.final_reply(sent["id"], timeout=30)
+        assert reply.embeds[0]["title"].startswith(translator("fr")(TITLE_SURE).split("{digit}")[0])
+    finally:
+        await fake.set_guild_locale("en-US")
