@@ -233,17 +233,17 @@ def evaluate(target: str, pixels: dict, labels: dict, numbers: dict) -> tuple[di
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-style", type=int, default=200, help="test renders per single-digit style (default 200)")
-    p.add_argument("--numbers", type=int, default=100, help="test numbers of 2-6 digits per number style (default 100)")
+    p.add_argument("--numbers", type=int, default=200, help="test numbers of 2-6 digits per number style (default 200)")
     p.add_argument("--corrections", type=int, default=300, help="Feedback records sent (one per corrected digit)")
     p.add_argument("--style", choices=STYLES, default=None, help="skip the pick: correct this style")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help="the model to improve (not modified)")
-    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs over --limit-train MNIST images")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs over --limit-train MNIST images")
     p.add_argument(
         "--limit-train", type=int, default=6000, help="MNIST images rehearsed per epoch (the rest of each batch)"
     )
-    p.add_argument("--extra-weight", type=float, default=0.25, help="share of each batch from the corrections")
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--extra-weight", type=float, default=0.5, help="share of each batch from the corrections")
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--augment-strength", type=float, default=1.0, help="passed to digits-train")
     p.add_argument("--train-timeout", type=float, default=600.0, help="the fine-tuning's budget in seconds")
     p.add_argument("--work", type=Path, default=None, help="keep the store, export and run here")
