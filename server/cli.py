@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="always hold a request up to --max-batch-delay-ms, even when traffic is one-at-a-time",
     )
+    p.add_argument(
+        "--batch-policy",
+        choices=("eager", "fill"),
+        default="eager",
+        help="under load, eager: the model takes whatever is queued when it is free; fill: it waits (at most "
+        "--max-batch-delay-ms after it became free) for the requests expected during one model call",
+    )
     p.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this get RESOURCE_EXHAUSTED")
     p.add_argument(
         "--stream-window",
@@ -281,6 +288,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_delay_s=args.max_batch_delay_ms / 1000,
         max_queue=args.max_queue,
         eager_when_idle=args.eager_idle,
+        policy=args.batch_policy,
         on_batch=metrics.batch_size.observe,
         on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
     )
@@ -305,7 +313,7 @@ async def serve(args: argparse.Namespace) -> int:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving model %s on %s:%d device=%s runtime=%s model_pid=%s torch_threads=%s max_batch_size=%d "
-        "max_batch_delay_ms=%g eager_idle=%s max_queue=%d workers=%d metrics_port=%s tls=%s token=%s",
+        "max_batch_delay_ms=%g batch_policy=%s eager_idle=%s max_queue=%d workers=%d metrics_port=%s tls=%s token=%s",
         runner.version,
         args.host,
         port,
@@ -315,6 +323,7 @@ async def serve(args: argparse.Namespace) -> int:
         runner.info.threads or "-",
         args.max_batch_size,
         args.max_batch_delay_ms,
+        args.batch_policy,
         args.eager_idle,
         args.max_queue,
         args.workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -181,3 +182,102 @@ async def test_a_batch_is_admitted_by_decoded_size_whole_or_not_at_all(digit_sam
         assert pool.pending == 0 and pool.pending_bytes == 0
     finally:
         pool.close()
+
+
+class Gated(Recording):
+    """The real model, whose first call waits for `gate`: the test decides when the model becomes free
+    and which requests arrive while it is busy. `times` holds when each call started."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        super().__init__(runner)
+        self.gate, self.first_done, self.times = threading.Event(), threading.Event(), []
+
+    def __call__(self, pixels: bytes, n: int):
+        self.times.append(time.monotonic())
+        if len(self.sizes) == 0:
+            self.gate.wait(10)
+            self.first_done.set()
+        return super().__call__(pixels, n)
+
+
+def busy_fill_batcher(record, policy: str, max_delay_s: float) -> Batcher:
+    batcher = Batcher(record, max_batch_size=64, max_delay_s=max_delay_s, policy=policy)
+    # Prime the estimates as after heavy traffic (1M requests/s, 1 s per model call): the fill target
+    # is then the whole batch, so what leaves is decided by the arrivals and the cap alone.
+    batcher._rate, batcher._infer_s = 1e6, 1.0
+    return batcher
+
+
+async def wait_for(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 10)
+
+
+@pytest.mark.parametrize("policy, expected", [("fill", [1, 8]), ("eager", [1, 3, 5])])
+async def test_fill_merges_requests_that_arrive_after_the_model_became_free(runner, policy, expected):
+    """Under load (3 requests piled up during a long model call, past their own max_delay_s), "fill"
+    holds the next batch open for requests that arrive shortly after the model became free; "eager"
+    sends the 3 at once."""
+    record = Gated(runner)
+    batcher = busy_fill_batcher(record, policy, max_delay_s=0.5)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit(bytes(784)))  # lone at idle: leaves at once
+        while not record.times:
+            await asyncio.sleep(0.005)
+        piled = [asyncio.ensure_future(batcher.submit(bytes(784))) for _ in range(3)]
+        await asyncio.sleep(0.7)
+        record.gate.set()
+        await wait_for(record.first_done)
+        await asyncio.sleep(0.1)  # well inside fill's 0.5 s; eager has taken the 3 by now
+        later = [asyncio.ensure_future(batcher.submit(bytes(784))) for _ in range(5)]
+        assert len(await asyncio.wait_for(asyncio.gather(first, *piled, *later), 10)) == 9
+    finally:
+        await batcher.close()
+    assert record.sizes == expected
+
+
+async def test_fill_waits_at_most_the_delay_after_the_model_became_free(runner):
+    """When the expected company does not come, the piled-up requests leave after max_delay_s counted
+    from the moment the model became free (not from their arrival, long past by then)."""
+    record = Gated(runner)
+    batcher = busy_fill_batcher(record, "fill", max_delay_s=0.3)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit(bytes(784)))
+        while not record.times:
+            await asyncio.sleep(0.005)
+        piled = [asyncio.ensure_future(batcher.submit(bytes(784))) for _ in range(3)]
+        await asyncio.sleep(0.5)  # the 3 have waited longer than max_delay_s before the model is free
+        freed = time.monotonic()
+        record.gate.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *piled), 10)
+    finally:
+        await batcher.close()
+    assert len(results) == 4 and record.sizes == [1, 3], record.sizes
+    assert record.times[1] - freed >= 0.3, "the batch left before the extra wait was over"
+
+
+async def test_fill_keeps_the_lone_request_fast_path_at_idle(runner):
+    """At idle nothing is queued when the model is free, so "fill" changes nothing: a lone request
+    does not wait for the (here 30 s) delay."""
+    record = Recording(runner)
+    batcher = busy_fill_batcher(record, "fill", max_delay_s=30)
+    batcher.start()
+    try:
+        for _ in range(3):
+            await asyncio.wait_for(batcher.submit(bytes(784)), 10)
+    finally:
+        await batcher.close()
+    assert record.sizes == [1, 1, 1]
+
+
+def test_fill_target_is_the_arrivals_expected_during_one_model_call():
+    batcher = Batcher(lambda pixels, n: [], max_batch_size=64, policy="fill")
+    batcher._rate, batcher._infer_s = 2000.0, 0.0105  # 2,000 requests/s, 10.5 ms per call
+    assert batcher.fill_target() == 21
+    batcher._rate = 1e5
+    assert batcher.fill_target() == 64
+    batcher._rate = 0.0
+    assert batcher.fill_target() == 2
+    with pytest.raises(ValueError, match="policy"):
+        Batcher(lambda pixels, n: [], policy="greedy")
