@@ -339,6 +339,10 @@ async def main_async(args: argparse.Namespace) -> dict:
                                                args.duration)  # fmt: skip
             rounds.append(rd)
         idle_p50, idle_p99 = await idle_latency(on.target, pixel_requests[0])
+        if variant is not None:  # the variant's own idle latency, right after the batched server's
+            results["variant_idle_p50_ms"], results["variant_idle_p99_ms"] = await idle_latency(
+                variant.target, pixel_requests[0]
+            )
         print("photos ...", flush=True)
         photo_run = await measured(on, f"photos 640x480, {args.photo_clients} clients", "Predict", photos,
                                    args.photo_clients, args.duration)  # fmt: skip
@@ -383,6 +387,12 @@ async def main_async(args: argparse.Namespace) -> dict:
     print(f"    = {images_per_s:.0f} images/s in calls of {per_call}: {images_per_s / ceiling_model:.0%} of the model "
           f"ceiling, {images_per_s / batched.rps:.1f}x the batched Predict run")  # fmt: skip
     print(f"  batched/unbatched per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
+    if "variant" in rounds[0]:
+        v_rps = ", ".join(f"{rd['variant'].rps / rd['batched'].rps:.2f}x" for rd in rounds)
+        v_cpu = ", ".join(f"{rd['variant'].cpu_ms / rd['batched'].cpu_ms:.2f}x" for rd in rounds)
+        print(f"  variant/batched per round: req/s {v_rps}; server CPU per request {v_cpu}")
+        print(f"  variant, one request at idle: p50 {results['variant_idle_p50_ms']:.2f} ms "
+              f"(p99 {results['variant_idle_p99_ms']:.2f})")  # fmt: skip
     print()
     checks = [
         (f"batched / unbatched (median of rounds) = {ratio:.2f}x", ratio >= 2.5, ">= 2.5x"),

@@ -557,3 +557,19 @@ def test_a_port_in_use_is_a_clear_start_up_error(digits_server):
     )
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_fill_batch_policy_serves_concurrent_requests_each_their_own_answer(
+    shipped_model_path, mnist_test, reference
+):
+    """`--batch-policy fill` is wired through: the start-up line names it, and 200 concurrent requests
+    are answered in shared model calls, each with its own image's answer."""
+    images = mnist_test.images[:200].numpy()
+    with ServerProcess(shipped_model_path, ["--batch-policy", "fill", "--workers", "1"]) as server:
+        async with DigitsClient(server.target, timeout=30) as client:
+            replies = await asyncio.gather(*(client.predict_pixels(img.tobytes()) for img in images))
+        text = scrape(server.metrics_url)
+        assert "batch_policy=fill" in server.log()
+    assert [r.pixels for r in replies] == [img.tobytes() for img in images]
+    assert np.array_equal(np.array([r.probabilities for r in replies]).argmax(1), reference(images).argmax(1))
+    assert metric(text, "digits_batch_size_sum") == 200 and 0 < metric(text, "digits_batch_size_count") < 200
