@@ -98,7 +98,7 @@ SEEN_HELP_TEXT = N_(
     "Send /seen to also get a picture of what I read (each digit of a number boxed and labelled; a single digit as "
     "the 28x28 image the model saw), to understand mistakes."
 )
-TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit. /help has tips.")
+TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit or number. /help has tips.")
 COMMAND_DESCRIPTIONS = {  # the command menu, set once per language (Telegram shows the one for the user's app language)
     "start": N_("What this bot does"),
     "help": N_("How to get a good result"),
