@@ -20,12 +20,15 @@ MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
 MIN_DIGIT_CONTRAST = 0.2  # in photos, the digit's strokes typically: light pencil ~0.3, paper blotches < 0.18
 MAX_WIDTH_RATIO = 0.26  # in photos, strokes are at most this wide next to the digit's size (pens 0.05-0.16)
+MAX_WIDTH_FLAT = 0.4  # on a flat page (fat markers, thick crops) strokes may be wider; a filled square is 0.5
 EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: pen, not shading
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
 FLAT_LOW, FLAT_SEED = 0.3, 0.5  # on a flat page, thresholds at most this (the noise estimate can only inflate them)
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
+CROP_CONTRAST = 100.0  # a small crop with ink this far from its paper is flat whatever its spread (shading: < 80)
+WHOLE_SIDE = 0.85  # on a flat page, a band along this share of a side or more is the page's edge or a frame
 SMALL = 64  # images this small (dataset-style crops) take their paper's polarity from the border
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -150,24 +153,54 @@ def _flat(gray: np.ndarray) -> tuple[bool, float] | None:
     small = min(gray.shape) <= SMALL
     if ((rim <= t) if ink_is_dark else (rim > t)).mean() > 0.12 and not small and _banded(gray, t, ink_is_dark):
         return None  # the "ink" class runs along the frame: a desk or the paper's edge, not a flat page
+    if small:  # a tight crop's paper is mostly the strokes' anti-aliased fringe: measure it away from the ink
+        side = (gray > t) if ink_is_dark else (gray <= t)
+        clear = gray[ndi.binary_erosion(side, _EIGHT, border_value=1)]
+        paper = clear if clear.size >= 8 else paper
     q25, q50, q75 = np.percentile(paper, (25, 50, 75))
     contrast = abs(float(q50) - float(np.median(ink)))
     # a small crop's anti-aliased fringe is a large share of its pixels: it widens the paper class
     if contrast > 20.0 and (q75 - q25) < (0.3 if small else 0.15) * contrast:
         return ink_is_dark, float(q50) if ink_is_dark else 255.0 - float(q50)
+    if small and contrast > CROP_CONTRAST:
+        # a digit cropped to its ink (a thick "1" filling a 13x64 crop): hardly any paper is left, and what
+        # Otsu calls paper is mostly the strokes' fringe. A crop this small has no lighting to model, and a
+        # shaded or blank one never has this contrast: the paper is its palest pixels.
+        level = float(np.percentile(paper, 90 if ink_is_dark else 10))
+        return ink_is_dark, level if ink_is_dark else 255.0 - level
     return None
 
 
-def _runs(labels: np.ndarray, n: int) -> np.ndarray:
-    """Per label (index 0..n), the longest stretch it covers without a break along any side of the frame."""
-    best = np.zeros(n + 1)
-    for line in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+def _bands(labels: np.ndarray, strong: np.ndarray, n: int) -> np.ndarray:
+    """Per label (index 0..n): True when it is a band along the frame, a page's edge or a frame around the
+    page, not a digit cropped tight.
+
+    A band's strong ink runs without a break along a whole side (WHOLE_SIDE of it, and half the image's
+    long side or more), and nearly all of it lies near the sides it so runs along. A "7"'s bar may run
+    along the whole top, but its stem reaches far from it; a frame runs along all four sides and has no ink
+    anywhere else."""
+    h, w = labels.shape
+    strong_labels = np.where(strong, labels, 0)
+    sides = (strong_labels[0], strong_labels[-1], strong_labels[:, 0], strong_labels[:, -1])
+    along = np.zeros((4, n + 1), dtype=bool)
+    for k, line in enumerate(sides):
         change = np.flatnonzero(np.diff(line)) + 1
         starts = np.concatenate([[0], change])
         lengths = np.diff(np.concatenate([starts, [line.size]]))
+        best = np.zeros(n + 1)
         np.maximum.at(best, line[starts], lengths)
-    best[0] = 0
-    return best
+        along[k] = (best >= WHOLE_SIDE * line.size) & (best >= 0.5 * max(h, w))
+    along[:, 0] = False
+    out = np.zeros(n + 1, dtype=bool)
+    dh, dw = max(1, h // 4), max(1, w // 4)
+    for i in np.flatnonzero(along.any(axis=0)):
+        ys, xs = np.nonzero(labels == i)
+        near = np.zeros(ys.size, dtype=bool)
+        for k, m in enumerate((ys < dh, ys >= h - dh, xs < dw, xs >= w - dw)):
+            if along[k, i]:
+                near |= m
+        out[i] = near.mean() >= 0.85
+    return out
 
 
 def _banded(gray: np.ndarray, t: float, ink_is_dark: bool) -> bool:
@@ -272,13 +305,12 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
     edge = contact > (0.2 if frame else 0.6)
     edge |= (sides >= 2) & (contact > (0.0 if frame else 0.3))
     if not frame and edge[1:].any():
-        # a tight crop: the digit crosses the borders in short runs, or has ink in the middle too (a "7"'s
-        # bar along the top); a page's edge or a frame around an empty page runs along a border for half
-        # the image or more, and leaves the middle empty
-        mh, mw = h // 5, w // 5
-        middle = labels[mh : h - mh, mw : w - mw]
-        inner = np.bincount(middle[middle > 0], minlength=n + 1) >= 0.25 * np.bincount(lab, minlength=n + 1)
-        edge &= (_runs(labels, n) >= 0.5 * max(h, w)) & ~inner
+        # a tight crop: the digit crosses the borders in short runs, or runs along part of a side only (a
+        # "0"'s ring), or reaches far from the side it runs along (a "7"'s bar along the top); a page's edge
+        # or a frame around an empty page runs along whole sides and stays near them (a stroke's faint
+        # fringe along a side is no band: only strong ink counts)
+        strong = (r >= t_seed) & (r >= 0.5 * np.concatenate([[0.0], peak])[labels])  # half its group's darkest
+        edge &= _bands(labels, strong, n)
     near = max(2, int(0.04 * max(h, w))) if frame else 1
     border = np.array(
         [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
@@ -329,8 +361,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     core_level = float(np.percentile(crop[selected], 90))
     if frame and core_level < MIN_DIGIT_CONTRAST:
         return None  # blotches of paper texture and lighting, not ink
-    if frame and stroke_width(selected) > MAX_WIDTH_RATIO * max(selected.shape):
-        return None  # a solid blob (a glare spot, a shadow), not strokes
+    if stroke_width(selected) > (MAX_WIDTH_RATIO if frame else MAX_WIDTH_FLAT) * max(selected.shape):
+        return None  # a solid blob (a glare spot, a shadow; on a flat page, the paper inside a frame), not strokes
     floor = 0.5 * t_low
     ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask
     ys, xs = np.nonzero(mask & (crop > floor))  # the box keeps the strokes' anti-aliased fringe
