@@ -223,6 +223,7 @@ class _Found:
     mask: np.ndarray  # the selected strokes over ink.box
     contrast: float  # the strokes' typical ink strength, relative to the paper
     parts: Parts | None = None  # every stroke group that could be ink, for `preprocessing.reading`
+    pieces: tuple[tuple[int, int, int, int], ...] = ()  # (left, top, right, bottom) of each selected group
 
 
 @dataclass(frozen=True)
@@ -241,9 +242,17 @@ def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
     gg, bb, m = g[top:bottom, left:right], bg[top:bottom, left:right], found.mask
     if not m.any():
         return False
-    ink_level = float(np.percentile(gg[m], 10))
-    paper = float(np.median(bb))
-    dark = gg < ink_level + 0.3 * (paper - ink_level)  # nearer the ink than the paper: not a shadow
+    dark = np.zeros_like(m)
+    # each stroke group against the paper around it: a number's box spans the page's lighting gradient,
+    # and the paper at one end may be as dark as pencil at the other
+    for pl, pt, pr, pb in found.pieces or ((left, top, right, bottom),):
+        ys = slice(max(0, pt - top), max(0, pb - top))
+        xs = slice(max(0, pl - left), max(0, pr - left))
+        if not m[ys, xs].any():
+            continue
+        ink_level = float(np.percentile(gg[ys, xs][m[ys, xs]], 10))
+        paper = float(np.median(bb[ys, xs]))
+        dark[ys, xs] |= gg[ys, xs] < ink_level + 0.3 * (paper - ink_level)  # nearer the ink than the paper
     return int((dark & ~m).sum()) > 0.3 * int(m.sum())
 
 
@@ -372,7 +381,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     box = (l0 + x1, t0 + y1, l0 + x2, t0 + y2)
     groups = [(_box(slices[i]), float(mass[i]), i + 1) for i in np.nonzero(ok)[0]]
     parts = Parts(labels, t_low, groups)
-    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level, parts)
+    pieces = tuple(_box(slices[i]) for i in chosen)
+    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level, parts, pieces)
 
 
 def _box(s: tuple[slice, slice]) -> tuple[int, int, int, int]:
