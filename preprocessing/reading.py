@@ -45,7 +45,7 @@ GAP = 1.0  # a horizontal gap wider than this many digit heights separates group
 STACK_GAP = 0.3  # pieces this close vertically (in their height), sharing columns, are one digit
 SHARE = 0.4  # ... sharing at least this share of the narrower piece's columns
 BAR = 0.35  # a piece this flat next to a glyph's height, across its columns, is a bar of that digit
-SHARE_BESIDE = 0.8  # pieces side by side are one digit only when one lies within the other's columns
+SHARE_BESIDE = 0.6  # pieces side by side are one digit only when one lies within the other's columns
 SPLIT = 0.9  # a glyph this many digit heights wide may hold touching digits (MNIST: 95% of digits <= 1.05)
 SPLIT_PART = 0.65  # cut into at most width / (this many heights) parts
 MIN_PART = 0.22  # a cut part is at least this many digit heights wide (a "1" is ~0.3)
@@ -316,12 +316,17 @@ def _options(mp: _Map, g: _Glyph, height: float, frame: _Framer) -> tuple[tuple[
 
 
 def _keep(mp: _Map, g: _Glyph) -> bool:
-    """Photos: a solid blob (glare, a shadow) is not a digit, whatever its size."""
+    """Photos: a solid blob (glare, a shadow) is not a digit, whatever its size (its core is as wide as it is)."""
     if not mp.frame:
         return True
     left, top, right, bottom = g.box
     sel = np.isin(mp.labels[top:bottom, left:right], [p.label for p in g.pieces])
-    return stroke_width(sel) <= MAX_WIDTH_RATIO * max(sel.shape)
+    if not sel.any():
+        return False
+    # the strokes' cores: a small digit's blurred fringe is as wide as its strokes and would pass for a blob
+    crop = mp.raw[top:bottom, left:right]
+    core = sel & (crop > 0.5 * float(np.percentile(crop[sel], 90)))
+    return stroke_width(core) <= MAX_WIDTH_RATIO * max(sel.shape)
 
 
 def slots(mp: _Map, scale: tuple[float, float], size: tuple[int, int]) -> list[Slot]:

@@ -66,3 +66,25 @@ def test_a_pencil_number_under_a_lighting_gradient_keeps_every_digit(mnist_test)
     sample = rs.render_numbers("photo", digits, labels, 12, 0)[11]
     assert sample.text == "477836" and sample.variant == "photo/pencil"
     assert len(read(sample.data, max_pixels=10**8)) == 6
+
+
+def test_small_digits_of_a_block_of_lines_are_not_blobs(mnist_test):
+    """Three short lines in a photo ("7311", "4", "77", the benchmark's lines sample 2 of seed 0): each digit
+    is ~19 working pixels tall and its blurred fringe as wide as its strokes. Measured on the strokes' cores,
+    none is a solid blob, so none is dropped (only "11" was read)."""
+    digits, labels = mnist_test.images.numpy(), mnist_test.labels.numpy()
+    sample = rs.render_numbers("lines", digits, labels, 3, 0)[2]
+    assert sample.text == "7311\n4\n77"
+    slots = read(sample.data, max_pixels=10**8)
+    assert len(slots) == 7
+    assert [s.separator for s in slots] == ["", "", "", "", "\n", "\n", ""]
+
+
+def test_a_solid_dark_blob_on_a_photo_is_still_no_digit():
+    """The blob test looks at the strokes' cores now: a glare-like solid disc must still be dropped."""
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gray = 130.0 + 100.0 * xx / w + np.random.default_rng(1).normal(0.0, 2.0, (h, w))  # not a flat page
+    disc = np.hypot(yy - 120, xx - 160) < 9  # narrower than the background closing: solid on the thin-stroke map
+    gray[disc] = 60.0
+    assert read(png(np.clip(gray, 0, 255).astype(np.uint8)), max_pixels=10**8) == []
