@@ -28,7 +28,8 @@ LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the dig
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
 CROP_CONTRAST = 100.0  # a small crop with ink this far from its paper is flat whatever its spread (shading: < 80)
-WHOLE_SIDE = 0.85  # on a flat page, a band along this share of a side or more is the page's edge or a frame
+WHOLE_SIDE = 0.85  # on a flat page, strong ink running along this share of a side may be a frame or the page's edge
+NEAR_SIDES = 0.85  # ... and is, when this much of its group hugs the sides it so runs along
 SMALL = 64  # images this small (dataset-style crops) take their paper's polarity from the border
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -172,34 +173,46 @@ def _flat(gray: np.ndarray) -> tuple[bool, float] | None:
 
 
 def _bands(labels: np.ndarray, strong: np.ndarray, n: int) -> np.ndarray:
-    """Per label (index 0..n): True when it is a band along the frame, a page's edge or a frame around the
-    page, not a digit cropped tight.
+    """Per label (index 0..n): True when it is a band along the frame (a page's edge, a frame around the
+    page, the desk or shading in a corner), not a digit cropped tight.
 
-    A band's strong ink runs without a break along a whole side (WHOLE_SIDE of it, and half the image's
-    long side or more), and nearly all of it lies near the sides it so runs along. A "7"'s bar may run
-    along the whole top, but its stem reaches far from it; a frame runs along all four sides and has no ink
-    anywhere else."""
+    Where its strong ink runs without a break along a whole side (WHOLE_SIDE of it, and half the image's
+    long side or more), nearly all of it (NEAR_SIDES) must lie within a quarter of the image of those sides:
+    a frame has no ink anywhere else, but a "7"'s bar along the top of a tight crop has a stem that reaches
+    far from it. A group that is mostly faint ink (shading, with perhaps the desk dark in a corner) and runs
+    along a side for half the image's long side is a band when it leaves the middle of the image nearly empty."""
     h, w = labels.shape
-    strong_labels = np.where(strong, labels, 0)
-    sides = (strong_labels[0], strong_labels[-1], strong_labels[:, 0], strong_labels[:, -1])
-    along = np.zeros((4, n + 1), dtype=bool)
-    for k, line in enumerate(sides):
-        change = np.flatnonzero(np.diff(line)) + 1
-        starts = np.concatenate([[0], change])
-        lengths = np.diff(np.concatenate([starts, [line.size]]))
-        best = np.zeros(n + 1)
-        np.maximum.at(best, line[starts], lengths)
-        along[k] = (best >= WHOLE_SIDE * line.size) & (best >= 0.5 * max(h, w))
-    along[:, 0] = False
+    long = max(h, w)
+
+    def along(lab: np.ndarray, share: float) -> np.ndarray:
+        out = np.zeros((4, n + 1), dtype=bool)
+        for k, line in enumerate((lab[0], lab[-1], lab[:, 0], lab[:, -1])):
+            change = np.flatnonzero(np.diff(line)) + 1
+            starts = np.concatenate([[0], change])
+            best = np.zeros(n + 1)
+            np.maximum.at(best, line[starts], np.diff(np.concatenate([starts, [line.size]])))
+            out[k] = (best >= 0.5 * long) & (best >= share * line.size)
+        out[:, 0] = False
+        return out
+
+    strong_runs = along(np.where(strong, labels, 0), WHOLE_SIDE)
     out = np.zeros(n + 1, dtype=bool)
     dh, dw = max(1, h // 4), max(1, w // 4)
-    for i in np.flatnonzero(along.any(axis=0)):
+    for i in np.flatnonzero(strong_runs.any(axis=0)):
         ys, xs = np.nonzero(labels == i)
         near = np.zeros(ys.size, dtype=bool)
         for k, m in enumerate((ys < dh, ys >= h - dh, xs < dw, xs >= w - dw)):
-            if along[k, i]:
+            if strong_runs[k, i]:
                 near |= m
-        out[i] = near.mean() >= 0.85
+        out[i] = near.mean() >= NEAR_SIDES
+    total = np.bincount(labels.ravel(), minlength=n + 1)
+    dim = np.bincount(labels[strong], minlength=n + 1) < 0.25 * total  # mostly faint: shading with a dark corner
+    faint = dim & ~strong_runs.any(axis=0) & along(labels, 0.0).any(axis=0)
+    if faint.any():
+        mh, mw = h // 5, w // 5
+        middle = labels[mh : h - mh, mw : w - mw]
+        inner = np.bincount(middle.ravel(), minlength=n + 1) >= 0.25 * total
+        out |= faint & ~inner
     return out
 
 
@@ -314,10 +327,10 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
     edge = contact > (0.2 if frame else 0.6)
     edge |= (sides >= 2) & (contact > (0.0 if frame else 0.3))
     if not frame and edge[1:].any():
-        # a tight crop: the digit crosses the borders in short runs, or runs along part of a side only (a
-        # "0"'s ring), or reaches far from the side it runs along (a "7"'s bar along the top); a page's edge
-        # or a frame around an empty page runs along whole sides and stays near them (a stroke's faint
-        # fringe along a side is no band: only strong ink counts)
+        # a tight crop: the digit crosses the borders in short runs, or reaches far from the side it runs
+        # along (a "7"'s bar along the top); a page's edge, a frame around an empty page or the desk in a
+        # corner runs along sides for half the image and stays near them (a stroke's faint fringe along a
+        # side is no band: only strong ink counts)
         strong = (r >= t_seed) & (r >= 0.5 * np.concatenate([[0.0], peak])[labels])  # half its group's darkest
         edge &= _bands(labels, strong, n)
     near = max(2, int(0.04 * max(h, w))) if frame else 1

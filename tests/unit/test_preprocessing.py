@@ -438,6 +438,22 @@ def test_a_small_frame_page_edge_or_shading_is_not_a_digit(side):
         assert not preprocess(encode(Image.fromarray(a))).digit_found
 
 
+def test_shading_with_a_dark_corner_on_a_flat_photo_is_not_the_digit(mnist_test):
+    """A photo flat enough to be taken for a scan, with the desk dark in one corner and shading running
+    from it along the top: that faint band is not ink (the benchmark's plain-paper photo 28 of seed 0 was
+    read as one "digit" the size of the whole picture when a band had to be strong ink)."""
+    digits = mnist_test.images.numpy()
+    idx = np.random.default_rng([0, 7]).integers(0, len(digits), 60)
+    rng = np.random.default_rng([0, 8])
+    for j in idx[:29]:
+        _, data = rs.photo(digits[j], rng, paper="plain")
+    result = preprocess(data)
+    assert result.digit_found
+    left, top, right, bottom = result.bbox
+    assert (right - left) * (bottom - top) < 0.1 * 960 * 720
+    assert fidelity(result.pixels, digits[idx[28]]) > 0.7
+
+
 def test_a_frame_or_a_page_edge_around_empty_paper_is_not_a_digit():
     framed = np.full((200, 200), 240, np.uint8)
     framed[:6], framed[-6:], framed[:, :6], framed[:, -6:] = 20, 20, 20, 20
