@@ -42,3 +42,4 @@ class Answer:
     model_version: str | None = None
     number: str | None = None  # NUMBER: the digits read, e.g. "2026" ("\n" between lines)
     doubtful: tuple[tuple[int, int, int], ...] = ()  # NUMBER: (position from 1, digit, runner-up) of unsure digits
+    digit_pixels: tuple[tuple[bytes, int], ...] = ()  # NUMBER: (28x28 image the model saw, digit read) of each digit

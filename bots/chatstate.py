@@ -25,6 +25,15 @@ class ChatState(Protocol):
         """True for the first call per `key` in any `seconds`, False for the others (e.g. one notice per flood)."""
         ...
 
+    async def get_text(self, key: str) -> str | None:
+        """A short text kept for a while (such as the correction tokens of a number answer); None when unset
+        or expired."""
+        ...
+
+    async def set_text(self, key: str, value: str, seconds: float) -> None:
+        """Keep `value` under `key` for `seconds`."""
+        ...
+
     async def close(self) -> None:
         ...
 
@@ -36,6 +45,7 @@ class MemoryChatState:
         self._clock = clock
         self._flags: dict[str, bool] = {}
         self._last: dict[str, float] = {}
+        self._texts: dict[str, tuple[float, str]] = {}  # key -> (expires at, value), oldest first
         self._max_keys = max_keys
 
     async def get_flag(self, key: str) -> bool:
@@ -56,6 +66,18 @@ class MemoryChatState:
             for stale in sorted(self._last, key=self._last.__getitem__)[: self._max_keys // 2]:
                 del self._last[stale]
         return True
+
+    async def get_text(self, key: str) -> str | None:
+        entry = self._texts.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    async def set_text(self, key: str, value: str, seconds: float) -> None:
+        self._texts.pop(key, None)  # re-inserted last: dict order is the age order
+        self._texts[key] = (self._clock() + seconds, value)
+        while len(self._texts) > self._max_keys:  # bounded: the oldest go first
+            del self._texts[next(iter(self._texts))]
 
     async def close(self) -> None:
         return None

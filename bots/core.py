@@ -207,7 +207,8 @@ class Recognizer:
         png = await asyncio.to_thread(annotated_png, data, [d.box for d in reading.digits],
                                       [str(d.digit) for d in reading.digits])
         return Answer(Outcome.NUMBER, confidence=reading.confidence, number=reading.text, doubtful=doubtful,
-                      seen_png=png, model_version=reading.model_version)
+                      seen_png=png, model_version=reading.model_version,
+                      digit_pixels=tuple((d.pixels, int(d.digit)) for d in reading.digits))
 
     def answer_for(self, prediction: Prediction) -> Answer:
         """The facts of a prediction; below `low_confidence` they include the runner-up and a hint."""

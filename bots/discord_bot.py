@@ -14,6 +14,7 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from discord.gateway import DiscordWebSocket
 
 from bots import replies
 from bots.answer import Answer, Outcome
+from bots.chatstate import ChatState, MemoryChatState
 from bots.config import (
     EXIT_CONFIG,
     ConfigError,
@@ -44,17 +46,22 @@ from bots.config import (
     parse_int,
 )
 from bots.config import fail as config_fail
-from bots.core import Attachment, DownloadFailed, Recognizer, make_client, make_recognizer
+from bots.core import Attachment, DownloadFailed, Recognizer, make_chat_state, make_client, make_recognizer
 from bots.feedback import (
     CHOICE_NOT_DIGIT,
     CHOICE_RIGHT,
     CHOICE_WRONG,
     ID_PATTERN,
+    NUMBER_REPLY,
+    PENDING_TTL,
     Feedback,
     FeedbackConfig,
     Result,
     button_id,
     feedback_config_from_env,
+    join_tokens,
+    number_key,
+    split_tokens,
 )
 from bots.i18n import N_, Translate, english, translator
 from bots.redact import protect_secrets
@@ -255,7 +262,9 @@ class DigitsBot(discord.Client):
     """Answers `/digit`, the "Read digit" message menu, and images in DMs or messages that mention it."""
 
     def __init__(self, recognizer: Recognizer, config: DiscordConfig, feedback: Feedback | None = None,
-                 **options) -> None:
+                 chat_state: ChatState | None = None, **options) -> None:
+        """`chat_state` keeps which digits a number answer read, for a reply with the right number (in Redis
+        with DIGITS_REDIS_URL: bots.core.make_chat_state); default: in this process."""
         intents = discord.Intents.default()
         intents.message_content = config.message_content
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())  # replies never ping anyone
@@ -263,6 +272,7 @@ class DigitsBot(discord.Client):
         self.recognizer = recognizer
         self.config = config
         self.feedback = feedback if feedback is not None else Feedback(recognizer.client, FeedbackConfig(enabled=False))
+        self.chat_state: ChatState = chat_state if chat_state is not None else MemoryChatState()
         self.tree = app_commands.CommandTree(self)
         self.user_locales = UserLocales()
         self._register_commands()
@@ -338,13 +348,26 @@ class DigitsBot(discord.Client):
         meta = Attachment(attachment.size, attachment.content_type, attachment.filename)
         return await self.recognizer.handle(f"discord:{user_id}", meta, download, on_accepted=on_accepted)
 
-    async def _with_buttons(self, kwargs: dict, user_id: int, answer: Answer, tr: Translate) -> dict:
-        """Add the right/wrong buttons to a digit answer (feedback on)."""
+    async def _with_buttons(self, kwargs: dict, user_id: int, answer: Answer, tr: Translate) -> tuple[dict, list[str]]:
+        """Add the right/wrong buttons to a digit answer (feedback on); keep a number answer's digits for a
+        reply with the right number (their tokens are returned, to be kept under the sent message's id by
+        `_keep_number`), and say so in the embed's footer."""
         if answer.outcome == Outcome.DIGIT and self.feedback.enabled:
             token = await self.feedback.offer("discord", user_id, answer.pixels, answer.digit, answer.model_version)
             if token:
                 kwargs["view"] = feedback_view(token, tr)
-        return kwargs
+        elif answer.outcome == Outcome.NUMBER and self.feedback.enabled and "embed" in kwargs:
+            tokens = await self.feedback.offer_number("discord", user_id, list(answer.digit_pixels),
+                                                      answer.model_version)
+            if tokens:
+                kwargs["embed"].set_footer(text=tr(replies.NUMBER_HINT))
+            return kwargs, tokens
+        return kwargs, []
+
+    async def _keep_number(self, sent: discord.Message | None, tokens: list[str]) -> None:
+        if sent is not None and tokens:
+            await self.chat_state.set_text(number_key("discord", sent.channel.id, sent.id), join_tokens(tokens),
+                                           PENDING_TTL)
 
     async def answer_interaction(self, interaction: discord.Interaction, attachment: discord.Attachment | None) -> None:
         """Refusals answer at once (ephemeral); real work is deferred past Discord's 3-second window."""
@@ -362,8 +385,9 @@ class DigitsBot(discord.Client):
             if not answer.accepted:
                 await interaction.response.send_message(**render(answer, tr), ephemeral=True)
                 return
-            await interaction.followup.send(**await self._with_buttons(render(answer, tr), interaction.user.id,
-                                                                       answer, tr))
+            kwargs, tokens = await self._with_buttons(render(answer, tr), interaction.user.id, answer, tr)
+            sent = await interaction.followup.send(**kwargs, wait=True)
+            await self._keep_number(sent, tokens)
         except discord.HTTPException:
             log.exception("could not answer interaction %s", interaction.id)
 
@@ -371,6 +395,8 @@ class DigitsBot(discord.Client):
         """Images in DMs, or in guild messages that mention the bot (or reply to someone's image, mentioning
         it), get a reply."""
         if message.author.bot or self.user is None:
+            return
+        if await self.number_reply(message):
             return
         in_dm = message.guild is None
         mentioned = any(user.id == self.user.id for user in message.mentions)
@@ -393,8 +419,8 @@ class DigitsBot(discord.Client):
                     log.debug("typing indicator failed: %s", exc)
 
             answer = await self._handle(message.author.id, attachment, typing)
-            kwargs = await self._with_buttons(render(answer, tr), message.author.id, answer, tr)
-            await message.reply(**kwargs, mention_author=False)
+            kwargs, tokens = await self._with_buttons(render(answer, tr), message.author.id, answer, tr)
+            await self._keep_number(await message.reply(**kwargs, mention_author=False), tokens)
         except discord.HTTPException:
             log.exception("could not reply to message %s", message.id)
 
@@ -429,6 +455,50 @@ class DigitsBot(discord.Client):
         except discord.HTTPException:
             log.exception("could not answer button %s", interaction.id)
 
+    async def number_reply(self, message: discord.Message) -> bool:
+        """A reply of digits to one of our number answers: the right number, recorded digit by digit if it
+        comes from the sender and has as many digits as were read; the answer is edited to show it and the
+        user thanked, once. False when `message` is no such reply (the usual handling goes on)."""
+        reference = message.reference
+        if reference is None or reference.message_id is None or not self.feedback.enabled:
+            return False
+        assert self.user is not None
+        text = re.sub(rf"<@!?{self.user.id}>", "", message.content or "")
+        if not NUMBER_REPLY.fullmatch(text):
+            return False
+        key = number_key("discord", reference.channel_id or message.channel.id, reference.message_id)
+        tokens = split_tokens(await self.chat_state.get_text(key))
+        if not tokens:
+            return False
+        tr = self.user_locales.for_message(message)
+        outcome = await self.feedback.correct_number("discord", message.author.id, tokens, text)
+        wording = {
+            Result.WRONG_LENGTH: lambda: tr(replies.NUMBER_LENGTH).format(count=len(tokens)),
+            Result.NOT_YOURS: lambda: tr(replies.NOT_YOURS),
+            Result.ALREADY: lambda: tr(replies.ALREADY_RECORDED),
+            Result.FAILED: lambda: tr(replies.FEEDBACK_FAILED),
+            Result.RECORDED: lambda: tr(replies.RECORDED_NUMBER).format(number=outcome.corrected),
+        }
+        try:
+            if outcome.result == Result.RECORDED:
+                await self._show_number_correction(reference.resolved, outcome.read, outcome.corrected, tr)
+            await message.reply(wording.get(outcome.result, lambda: tr(replies.EXPIRED))(), mention_author=False)
+        except discord.HTTPException:
+            log.exception("could not answer the correction %s", message.id)
+        return True
+
+    async def _show_number_correction(self, answer: object, read: str, corrected: str, tr: Translate) -> None:
+        """Edit the number answer: the correction under the reading, the invitation to correct gone."""
+        if not isinstance(answer, discord.Message) or not answer.embeds:
+            return  # cosmetic: the correction is stored either way
+        embed = answer.embeds[0]
+        embed.description = f"{embed.description or ''}\n{replies.number_correction_line(read, corrected, tr)}"
+        embed.remove_footer()
+        try:
+            await answer.edit(embed=embed)
+        except discord.HTTPException as exc:
+            log.debug("could not edit the corrected answer: %s", exc)
+
     async def forget(self, interaction: discord.Interaction) -> None:
         """/forget: delete every correction kept for this user, and say how many went."""
         self.user_locales.remember(interaction)
@@ -454,18 +524,20 @@ class ShardedDigitsBot(DigitsBot, discord.AutoShardedClient):
         log.info("shard %d of %s ready", shard_id, self.shard_count)
 
 
-def make_bot(recognizer: Recognizer, config: DiscordConfig, feedback: Feedback | None = None, **options) -> DigitsBot:
+def make_bot(recognizer: Recognizer, config: DiscordConfig, feedback: Feedback | None = None,
+             chat_state: ChatState | None = None, **options) -> DigitsBot:
     """A DigitsBot, auto-sharded when DISCORD_SHARD_COUNT (config.shard_count) is set."""
     if config.shard_count is not None:
-        return ShardedDigitsBot(recognizer, config, feedback, shard_count=config.shard_count, **options)
-    return DigitsBot(recognizer, config, feedback, **options)
+        return ShardedDigitsBot(recognizer, config, feedback, chat_state, shard_count=config.shard_count, **options)
+    return DigitsBot(recognizer, config, feedback, chat_state, **options)
 
 
-async def serve(config: DiscordConfig, recognizer: Recognizer, feedback: Feedback | None = None, **options) -> None:
+async def serve(config: DiscordConfig, recognizer: Recognizer, feedback: Feedback | None = None,
+                chat_state: ChatState | None = None, **options) -> None:
     """Run the bot until cancelled; without the message-content intent if Discord refuses it."""
     point_discord_py_at(config.api_base, config.gateway_url)
     while True:
-        bot = make_bot(recognizer, config, feedback, **options)
+        bot = make_bot(recognizer, config, feedback, chat_state, **options)
         try:
             async with bot:
                 await bot.start(config.token)
@@ -483,12 +555,13 @@ async def serve(config: DiscordConfig, recognizer: Recognizer, feedback: Feedbac
 async def _amain(config: DiscordConfig, core: CoreConfig, feedback_config: FeedbackConfig | None = None) -> int:
     recognizer = make_recognizer(core, make_client(core))
     feedback = Feedback(recognizer.client, feedback_config or FeedbackConfig(enabled=False), redis_url=core.redis_url)
+    chat_state = make_chat_state(core)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
     try:
-        await serve(config, recognizer, feedback)
+        await serve(config, recognizer, feedback, chat_state)
     except asyncio.CancelledError:
         log.info("shutting down")
     except discord.LoginFailure:
@@ -497,6 +570,7 @@ async def _amain(config: DiscordConfig, core: CoreConfig, feedback_config: Feedb
     finally:
         await recognizer.close()
         await feedback.aclose()
+        await chat_state.close()
     return 0
 
 

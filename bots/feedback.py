@@ -15,6 +15,10 @@ id), and what a second tap does (nothing: one record, one thanks).
   answer sent by one replica, its button tapped through another); else in a small SQLite file
   (DIGITS_FEEDBACK_PENDING, default `.digits-feedback-pending.sqlite3`), which one process (or
   replicas on one host sharing the file) can use.
+- A number (read with Read) is corrected by replying to the answer with the right number: each digit
+  read waits as a pending answer of its own (`offer_number`), the answer message's tokens are kept in
+  the chat state (bots.chatstate: Redis with DIGITS_REDIS_URL) under the message's id, and a reply with
+  as many digits as were read records one Feedback per digit (`correct_number`), once, by the sender only.
 - DIGITS_FEEDBACK=off: no buttons, nothing kept.
 """
 
@@ -235,6 +239,7 @@ def make_pending(config: FeedbackConfig, redis_url: str | None) -> PendingAnswer
 
 class Result(enum.StrEnum):
     ASK_DIGIT = "ask_digit"  # "wrong": show 0-9 and "not a digit"
+    WRONG_LENGTH = "wrong_length"  # a number's correction with another count of digits than were read
     RECORDED = "recorded"
     ALREADY = "already"  # a label was recorded before: no second record, no second thanks
     NOT_YOURS = "not_yours"
@@ -248,6 +253,31 @@ class Outcome:
     result: Result
     label: int | None = None  # RECORDED / ALREADY: what was recorded (NOT_A_DIGIT for "not a digit")
     predicted: int | None = None
+
+
+@dataclass(frozen=True)
+class NumberOutcome:
+    result: Result
+    read: str = ""  # the digits as read
+    corrected: str = ""  # RECORDED / ALREADY: the digits recorded
+
+
+NUMBER_TOKENS_KEY = "number"  # chat-state key prefix: the tokens of a number answer, under the answer's id
+NUMBER_REPLY = re.compile(r"\s*[0-9][0-9\s]*")  # a reply that is a number: digits (and spaces, new lines) only
+
+
+def number_key(platform: str, chat_id: int | str, message_id: int | str) -> str:
+    """Where a number answer's tokens wait in the chat state: one key per answer message."""
+    return f"{NUMBER_TOKENS_KEY}:{platform}:{chat_id}:{message_id}"
+
+
+def join_tokens(tokens: list[str]) -> str:
+    return ",".join(tokens)
+
+
+def split_tokens(value: str | None) -> list[str]:
+    tokens = (value or "").split(",")
+    return tokens if value and all(ID_PATTERN.fullmatch(button_id(t, CHOICE_RIGHT)) for t in tokens) else []
 
 
 class Feedback:
@@ -307,6 +337,62 @@ class Feedback:
             await self.pending.release(token)
             return Outcome(Result.FAILED, predicted=entry.predicted)
         return Outcome(Result.RECORDED, label, entry.predicted)
+
+    async def offer_number(self, platform: str, user_id: int | str, digits: list[tuple[bytes, int]],
+                           model_version: str | None) -> list[str]:
+        """Keep each digit of a number answer for correction ((pixels, digit read) each, in reading order);
+        returns their tokens ([]: no correction possible), to be kept with the answer's message id."""
+        if self.pending is None or not digits or not all(pixels for pixels, _ in digits):
+            return []
+        owner = self.user(platform, user_id)
+        try:
+            return [await self.pending.add(owner, pixels, digit, model_version or "", platform)
+                    for pixels, digit in digits]
+        except PendingUnavailable:
+            return []
+
+    async def correct_number(self, platform: str, user_id: int | str, tokens: list[str], text: str) -> NumberOutcome:
+        """A reply with the right number to a number answer: one record per digit, once, by the sender only.
+        The reply must have as many digits as were read (else WRONG_LENGTH: nothing is recorded), as the
+        digits are matched one to one."""
+        if self.pending is None:
+            return NumberOutcome(Result.OFF)
+        try:
+            return await self._correct_number(platform, user_id, tokens, text)
+        except PendingUnavailable:
+            return NumberOutcome(Result.FAILED)
+
+    async def _correct_number(self, platform: str, user_id: int | str, tokens: list[str], text: str) -> NumberOutcome:
+        assert self.pending is not None
+        found = [await self.pending.get(t) for t in tokens]
+        entries = [e for e in found if e is not None]
+        if not entries or len(entries) != len(tokens):
+            return NumberOutcome(Result.EXPIRED)
+        read = "".join(str(e.predicted) for e in entries)
+        if not all(hmac.compare_digest(e.owner, self.user(platform, user_id)) for e in entries):
+            return NumberOutcome(Result.NOT_YOURS, read)
+        if any(e.label is not None for e in entries):
+            return NumberOutcome(Result.ALREADY, read, "".join(str(e.label) for e in entries))
+        digits = [int(c) for c in text if c.isdigit()]
+        if len(digits) != len(entries):
+            return NumberOutcome(Result.WRONG_LENGTH, read)
+        claimed: list[str] = []
+        for token, label in zip(tokens, digits, strict=True):
+            if not await self.pending.claim(token, label):  # a second reply racing this one: it records
+                for t in claimed:
+                    await self.pending.release(t)
+                return NumberOutcome(Result.ALREADY, read)
+            claimed.append(token)
+        try:
+            for entry, label in zip(entries, digits, strict=True):
+                await self.client.feedback(entry.pixels, entry.predicted, label, model_version=entry.model_version,
+                                           source=platform, user=entry.owner)
+        except DigitsError as exc:  # the user may reply again; digits already stored come again as exact
+            log.warning("feedback not stored (%s): %s", exc.reason, exc)  # duplicates, which export drops
+            for t in claimed:
+                await self.pending.release(t)
+            return NumberOutcome(Result.FAILED, read)
+        return NumberOutcome(Result.RECORDED, read, "".join(map(str, digits)))
 
     async def forget(self, platform: str, user_id: int | str) -> int | None:
         """Delete everything kept for this user (server records and pending answers); None when feedback is off

@@ -153,6 +153,28 @@ class RedisChatState:
         else:
             self.health.ok()
 
+    async def get_text(self, key: str) -> str | None:
+        if self.health.usable():
+            try:
+                value = await self._client.get(self._prefix + "text:" + key)
+            except _FAILURES as exc:
+                self.health.failed(exc)
+            else:
+                self.health.ok()
+                return value.decode() if value is not None else await self.fallback.get_text(key)
+        return await self.fallback.get_text(key)
+
+    async def set_text(self, key: str, value: str, seconds: float) -> None:
+        await self.fallback.set_text(key, value, seconds)  # kept here too: read back while Redis is down
+        if not self.health.usable():
+            return
+        try:
+            await self._client.set(self._prefix + "text:" + key, value, px=max(1, round(seconds * 1000)))
+        except _FAILURES as exc:
+            self.health.failed(exc)
+        else:
+            self.health.ok()
+
     async def first_in(self, key: str, seconds: float) -> bool:
         if self.health.usable():
             try:

@@ -143,10 +143,16 @@ FORGOTTEN = N_("Done: deleted {count} stored corrections of yours.")
 FORGET_FAILED = N_("I couldn't reach the store right now. Please try /forget again in a minute.")
 FEEDBACK_OFF = N_("Corrections are turned off on this bot: nothing is kept.")
 PRIVACY_TEXT = N_(
-    "If you tap right/wrong under an answer, I keep the 28x28 image the model saw, its answer, your correction "
-    "and a pseudonymous id (never your photo, name or account id), to make the model better.\n"
+    "If you correct an answer (right/wrong under a digit, or a reply with the right number), I keep the 28x28 "
+    "image the model saw of each digit, its answer, your correction and a pseudonymous id (never your photo, name "
+    "or account id), to make the model better.\n"
     "Send /forget to delete everything kept for you."
 )
+NUMBER_HINT = N_("Wrong? Reply to this message with the right number.")
+RECORDED_NUMBER = N_("Thanks! Recorded: {number}.")
+CONFIRMED_NUMBER_LINE = N_("✓ Confirmed: {number}")
+CORRECTED_NUMBER_LINE = N_("✎ Corrected: {number}")
+NUMBER_LENGTH = N_("Please reply with the whole number: as many digits as I read ({count}), nothing else.")
 
 
 def recorded_text(label: int, tr: Translate = english) -> str:
@@ -158,3 +164,8 @@ def correction_line(label: int, predicted: int | None, tr: Translate = english) 
     if label < 0:
         return tr(CORRECTED_NOT_DIGIT_LINE)
     return tr(CONFIRMED_LINE if label == predicted else CORRECTED_LINE).format(digit=label)
+
+
+def number_correction_line(read: str, corrected: str, tr: Translate = english) -> str:
+    """The line added to a number answer once its sender replied with the right number."""
+    return tr(CONFIRMED_NUMBER_LINE if read == corrected else CORRECTED_NUMBER_LINE).format(number=corrected)

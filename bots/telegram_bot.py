@@ -54,12 +54,17 @@ from bots.feedback import (
     CHOICE_NOT_DIGIT,
     CHOICE_RIGHT,
     CHOICE_WRONG,
+    NUMBER_REPLY,
+    PENDING_TTL,
     Feedback,
     FeedbackConfig,
     Result,
     button_id,
     feedback_config_from_env,
+    join_tokens,
+    number_key,
     parse_button_id,
+    split_tokens,
 )
 from bots.i18n import LANGUAGES, N_, Translate, english, translator
 from bots.redact import protect_secrets
@@ -82,16 +87,22 @@ HANDLER_FAILED = N_("Sorry, something went wrong on my side. Please try again.")
 TOKEN_PATTERN = re.compile(r"\d+:[A-Za-z0-9_-]+")
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 URL_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./~-]*")
-SEEN_ON_TEXT = N_("Okay: with each answer I'll also send the 28x28 image the model saw. Send /seen again to stop.")
-SEEN_OFF_TEXT = N_("Okay: I'll stop sending the 28x28 image. Send /seen to turn it back on.")
+SEEN_ON_TEXT = N_(
+    "Okay: with each answer I'll also send a picture of what I read: your photo with each digit boxed and labelled "
+    "(for a single digit, the 28x28 image the model saw). Send /seen again to stop."
+)
+SEEN_OFF_TEXT = N_("Okay: I'll stop sending those pictures. Send /seen to turn them back on.")
 SEEN_CAPTION = N_("What I read: the 28x28 image the model saw, enlarged.")
 NUMBER_SEEN_CAPTION = N_("What I read: a box around each digit I found, labelled with what I read.")
-SEEN_HELP_TEXT = N_("Send /seen to also get the 28x28 image the model read, to understand mistakes.")
+SEEN_HELP_TEXT = N_(
+    "Send /seen to also get a picture of what I read (each digit of a number boxed and labelled; a single digit as "
+    "the 28x28 image the model saw), to understand mistakes."
+)
 TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit. /help has tips.")
 COMMAND_DESCRIPTIONS = {  # the command menu, set once per language (Telegram shows the one for the user's app language)
     "start": N_("What this bot does"),
     "help": N_("How to get a good result"),
-    "seen": N_("Toggle: also send the 28x28 image the model saw"),
+    "seen": N_("Toggle: also send a picture of what I read"),
     "forget": N_("Delete the corrections kept for you"),
 }
 
@@ -196,13 +207,16 @@ def digits_keyboard(token: str, tr: Translate) -> InlineKeyboardMarkup:
 
 
 async def send_answer(message: Message, answer: Answer, *, with_seen: bool = False, tr: Translate | None = None,
-                      markup: InlineKeyboardMarkup | None = None) -> None:
-    """Reply quoting the user's message (with the right/wrong buttons when given); optionally follow with
-    the image the model saw (a digit), or the photo with each digit boxed (a number)."""
-    await message.reply_text(format_html(answer, tr), parse_mode=ParseMode.HTML, do_quote=True, reply_markup=markup)
+                      markup: InlineKeyboardMarkup | None = None, footer: str | None = None) -> Message:
+    """Reply quoting the user's message (with the right/wrong buttons when given, and a last plain line
+    `footer`); optionally follow with the image the model saw (a digit), or the photo with each digit boxed
+    (a number). Returns the answer message."""
+    text = format_html(answer, tr) + (f"\n{html.escape(footer, quote=False)}" if footer else "")
+    sent = await message.reply_text(text, parse_mode=ParseMode.HTML, do_quote=True, reply_markup=markup)
     if with_seen and answer.seen_png:
         caption = NUMBER_SEEN_CAPTION if answer.outcome == Outcome.NUMBER else SEEN_CAPTION
         await message.reply_photo(answer.seen_png, caption=(tr or english)(caption), do_quote=True)
+    return sent
 
 
 async def _settle(task: asyncio.Task, timeout: float = 1.0) -> None:
@@ -258,13 +272,21 @@ def feedback_token(message: Message | None) -> str | None:
 
 
 async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A reply of one digit to an answer with buttons: the same as tapping "wrong", then that digit."""
+    """A reply of digits to one of our answers: to a digit answer with buttons, one digit is the same as
+    tapping "wrong", then that digit; to a number answer, the right number corrects every digit read."""
     message, user = update.effective_message, update.effective_user
     if message is None or user is None or message.text is None:
         return
-    token = feedback_token(message.reply_to_message)
     feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
-    if token is None or feedback is None:
+    answer_message = message.reply_to_message
+    token = feedback_token(answer_message)
+    if feedback is not None and token is None and answer_message is not None:
+        state: ChatState = context.bot_data[STATE_KEY]
+        tokens = split_tokens(await state.get_text(number_key("telegram", message.chat_id, answer_message.message_id)))
+        if tokens:
+            await correct_number(message, user.language_code, feedback, user.id, tokens)
+            return
+    if token is None or feedback is None or not message.text.strip().isdigit() or len(message.text.strip()) != 1:
         if message.chat.type == ChatType.PRIVATE:
             await on_text(update, context)
         return
@@ -279,6 +301,37 @@ async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         except TelegramError as exc:  # cosmetic: the correction is stored either way
             log.debug("could not edit the corrected answer: %r", exc)
         await message.reply_text(replies.recorded_text(outcome.label, tr), do_quote=True)
+    elif outcome.result == Result.NOT_YOURS:
+        await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
+    elif outcome.result == Result.ALREADY:
+        await message.reply_text(tr(replies.ALREADY_RECORDED), do_quote=True)
+    elif outcome.result == Result.FAILED:
+        await message.reply_text(tr(replies.FEEDBACK_FAILED), do_quote=True)
+    else:
+        await message.reply_text(tr(replies.EXPIRED), do_quote=True)
+
+
+async def correct_number(message: Message, language_code: str | None, feedback: Feedback, user_id: int,
+                         tokens: list[str]) -> None:
+    """The reply `message` gives the right number for the number answer it replies to (whose digits wait
+    under `tokens`): recorded digit by digit if it comes from the sender and has as many digits as were read;
+    the answer is edited to show it and the user thanked, once."""
+    tr = translator(language_code)
+    outcome = await feedback.correct_number("telegram", user_id, tokens, message.text or "")
+    if outcome.result == Result.RECORDED:
+        answer_message = message.reply_to_message
+        if answer_message is not None:
+            lines = (answer_message.text_html or "").split("\n")  # the number stays in bold
+            if lines[-1] == html.escape(tr(replies.NUMBER_HINT), quote=False):  # the invitation has been taken up
+                lines.pop()
+            lines.append(html.escape(replies.number_correction_line(outcome.read, outcome.corrected, tr), quote=False))
+            try:
+                await answer_message.edit_text("\n".join(lines).strip(), parse_mode=ParseMode.HTML)
+            except TelegramError as exc:  # cosmetic: the correction is stored either way
+                log.debug("could not edit the corrected answer: %r", exc)
+        await message.reply_text(tr(replies.RECORDED_NUMBER).format(number=outcome.corrected), do_quote=True)
+    elif outcome.result == Result.WRONG_LENGTH:
+        await message.reply_text(tr(replies.NUMBER_LENGTH).format(count=len(tokens)), do_quote=True)
     elif outcome.result == Result.NOT_YOURS:
         await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
     elif outcome.result == Result.ALREADY:
@@ -385,12 +438,18 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await send_answer(message, answer, tr=tr)
         return
     with_seen = answer.seen_png is not None and await state.get_flag(f"{SEEN_KEY}:telegram:{message.chat_id}")
-    markup = None
+    markup, tokens = None, []
     feedback: Feedback | None = context.bot_data.get(FEEDBACK_KEY)
     if feedback is not None and user is not None and answer.outcome == Outcome.DIGIT:
         token = await feedback.offer("telegram", user.id, answer.pixels, answer.digit, answer.model_version)
         markup = feedback_keyboard(token, tr) if token else None
-    await send_answer(message, answer, with_seen=with_seen, tr=tr, markup=markup)
+    elif feedback is not None and user is not None and answer.outcome == Outcome.NUMBER:
+        tokens = await feedback.offer_number("telegram", user.id, list(answer.digit_pixels), answer.model_version)
+    footer = tr(replies.NUMBER_HINT) if tokens else None
+    sent = await send_answer(message, answer, with_seen=with_seen, tr=tr, markup=markup, footer=footer)
+    if tokens:  # a reply to `sent` with the right number finds the digits' tokens under its id
+        await state.set_text(number_key("telegram", message.chat_id, sent.message_id), join_tokens(tokens),
+                             PENDING_TTL)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -490,7 +549,7 @@ def build_application(
     app.add_handler(CommandHandler("forget", on_forget))
     app.add_handler(CallbackQueryHandler(on_feedback_button, pattern=r"^fb:"))
     app.add_handler(MessageHandler(IMAGE_FILTER, on_image))
-    app.add_handler(MessageHandler(filters.REPLY & filters.Regex(r"^\s*[0-9]\s*$"), on_number_reply))
+    app.add_handler(MessageHandler(filters.REPLY & filters.Regex("^" + NUMBER_REPLY.pattern + "$"), on_number_reply))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, on_text))
     app.add_error_handler(on_error)
     return app

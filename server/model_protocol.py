@@ -39,6 +39,9 @@ class ModelSettings:
     graph: bool = True  # a frozen TorchScript graph when its logits equal eager's
     runtime: str = ""  # "onnx" / "onnx-int8": server/runtimes.py (falls back to `graph`); "": `graph` decides
     warm_to: int = 64  # warm every power-of-two batch size up to this one
+    # Load at the lowest CPU priority: another model process is serving meanwhile (a reload), and the
+    # seconds of importing torch and exporting the graph must not slow its answers down.
+    background: bool = False
 
 
 @dataclass(frozen=True)

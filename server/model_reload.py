@@ -191,7 +191,7 @@ class ModelReloader:
                 return "unchanged"
             log.info("%s: loading %s in a new model process; %s keeps serving", why, self.source, self.version)
             try:
-                runner, digest, pinned = self._prepare(data, digest)
+                runner, digest, pinned = self._prepare(data, digest, background=True)
             except ModelRefused as exc:
                 return self._refused(why, str(exc))
             try:
@@ -257,12 +257,13 @@ class ModelReloader:
                 time.sleep(0.1)
         return self._read()
 
-    def _prepare(self, data: bytes, digest: str | None = None) -> tuple[Runner, str, Path]:
-        """Pin `data` and start a model process on the pinned copy; ModelRefused if it cannot start."""
+    def _prepare(self, data: bytes, digest: str | None = None, background: bool = False) -> tuple[Runner, str, Path]:
+        """Pin `data` and start a model process on the pinned copy; ModelRefused if it cannot start.
+        `background`: another model serves meanwhile, so the new one loads at low CPU priority."""
         pinned = self._folder / f"model-{next(self._names)}.safetensors"
         pinned.write_bytes(data)
         try:
-            runner = self._start_runner(replace(self._settings, path=pinned))
+            runner = self._start_runner(replace(self._settings, path=pinned, background=background))
         except Exception as exc:
             pinned.unlink(missing_ok=True)
             raise ModelRefused(str(exc).replace(str(pinned), str(self.source))) from None

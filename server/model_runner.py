@@ -20,6 +20,18 @@ from server.model_protocol import Row, rows
 log = logging.getLogger(__name__)
 
 
+def preload(path: Path | str | None, runtime: str) -> None:
+    """Do the slow, cacheable part of building a runner ahead of it: torch is imported (by importing
+    this module), the checkpoint read, and the ONNX export written to its cache, so the `ModelRunner`
+    built afterwards only reads them. A reload runs this on a low-priority thread (see
+    server/inference_process.py). Errors are left for the runner to report."""
+    loaded = load_checkpoint(path or DEFAULT_CHECKPOINT, device=torch.device("cpu"))
+    if runtime in ("onnx", "onnx-int8"):
+        from server.runtimes import export_onnx
+
+        export_onnx(loaded.model.eval(), float(loaded.temperature), int8=runtime == "onnx-int8")
+
+
 class ModelRunner:
     """Owns the model. `predict` takes the concatenated bytes of n images (the batcher joins them)."""
 

@@ -71,10 +71,15 @@ def _model_key(model: nn.Module, temperature: float, *extra: str) -> str:
     return digest.hexdigest()[:32]
 
 
+_exported: dict[Path, bytes] = {}  # this process's exports, for when the cache folder is not writable
+
+
 def export_onnx(model: nn.Module, temperature: float, int8: bool = False) -> bytes:
     """The calibrated module as ONNX bytes (torch.onnx, dynamo exporter, dynamic batch). Exporting
     takes 5-20 s on a small CPU, so the bytes are cached on disk under a digest of the weights."""
     path = cache_dir() / f"digits-{_model_key(model, temperature, 'onnx', 'int8' if int8 else 'fp32')}.onnx"
+    if path in _exported:
+        return _exported[path]
     try:
         return path.read_bytes()
     except OSError:
@@ -86,6 +91,7 @@ def export_onnx(model: nn.Module, temperature: float, int8: bool = False) -> byt
     data = program.model_proto.SerializeToString()
     if int8:
         data = _quantize_int8(data)
+    _exported[path] = data
     try:  # write-then-rename: a concurrent start never reads half a file
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -108,6 +108,7 @@ class FakeDiscord:
         self.user = {"id": str(self.new_id()), "username": "alice", "discriminator": "0",
                      "global_name": "Alice", "avatar": None, "flags": 0}
         self.guild_id = self.new_id()
+        self.guild_locale = "en-US"  # the guild's preferred locale (set_guild_locale changes it live)
         self.channel_id = self.new_id()
         self.dm_channel_id = self.new_id()
         # What the bot did, in order.
@@ -427,7 +428,13 @@ class FakeDiscord:
                          "deaf": False, "mute": False, "flags": 0}],
             "threads": [], "voice_states": [], "presences": [], "stage_instances": [],
             "guild_scheduled_events": [], "joined_at": "2025-01-01T00:00:00+00:00",
+            "preferred_locale": self.guild_locale,
         }
+
+    async def set_guild_locale(self, locale: str) -> None:
+        """The guild's admins change its preferred locale: Discord sends GUILD_UPDATE to the bot."""
+        self.guild_locale = locale
+        await self._dispatch_all("GUILD_UPDATE", self._guild())
 
     @staticmethod
     def _owns(ws: web.WebSocketResponse, guild_id: str | None) -> bool:
@@ -556,6 +563,11 @@ class FakeDiscord:
             created = self._message_payload(parts[1], payload, files)
             self.sent.append(Sent("message", str(reference or parts[1]), payload, files, message=created))
             return _json(created)
+        if method == "PATCH" and parts[0] == "channels" and len(parts) == 4 and parts[2] == "messages":
+            payload, files = await self._read_body(request)  # the bot edits one of its messages
+            edited = {**self._message_payload(parts[1], payload, files), "id": parts[3]}
+            self.sent.append(Sent("edit", parts[3], payload, files, message=edited))
+            return _json(edited)
         if method == "POST" and parts[0] == "channels" and parts[-1] == "typing":
             return web.Response(status=204)
         if method == "POST" and path == "/users/@me/channels":

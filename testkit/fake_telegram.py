@@ -56,6 +56,28 @@ def _decode(value: str) -> Any:
         return value
 
 
+_ENTITY_TYPES = {"b": "bold", "strong": "bold", "i": "italic", "em": "italic", "code": "code"}
+
+
+def html_entities(markup: str) -> tuple[str, list[dict[str, Any]]]:
+    """Telegram's reading of an HTML-formatted message: the plain text, and an entity per <b>/<i>/<code>
+    span, with offsets and lengths in UTF-16 code units as the Bot API counts them."""
+    text, entities, open_at = "", [], {}
+    for piece in re.split(r"(<[^>]+>)", markup):
+        tag = re.fullmatch(r"<(/?)(\w+)[^>]*>", piece)
+        if tag is None:
+            text += html.unescape(piece)
+            continue
+        closing, name = tag.group(1) == "/", tag.group(2).lower()
+        units = len(text.encode("utf-16-le")) // 2
+        if not closing:
+            open_at[name] = units
+        elif name in open_at and name in _ENTITY_TYPES:
+            start = open_at.pop(name)
+            entities.append({"type": _ENTITY_TYPES[name], "offset": start, "length": units - start})
+    return text, entities
+
+
 class FakeTelegram:
     """The fake Bot API server. Start with `start()`; `root` is what TELEGRAM_API_URL should be."""
 
@@ -408,8 +430,9 @@ class FakeTelegram:
         markup = params.get("reply_markup")
         extra = {"reply_markup": markup} if isinstance(markup, dict) else {}
         text = str(params.get("text", ""))
-        if params.get("parse_mode") == "HTML":  # as Telegram does: the message's text is without the markup
-            text = html.unescape(re.sub(r"<[^>]+>", "", text))
+        if params.get("parse_mode") == "HTML":  # as Telegram does: the text without the markup, plus entities
+            text, entities = html_entities(text)
+            extra["entities"] = entities
         return self._sent_message(params, text=text, **extra)
 
     async def api_answerCallbackQuery(self, params, files):

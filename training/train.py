@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from model.checkpoint import resolve_device, save_checkpoint
 from model.encoder import DigitEncoder, EncoderConfig
-from training import finetune, tracking
+from training import finetune, outlier_exposure, tracking
 from training.augment import AugmentConfig, augment
 from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
 from training.metrics import collect_logits, fit_temperature, report
@@ -85,6 +85,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     f.add_argument(
         "--extra-weight", type=float, default=0.25, help="share of every batch taken from --extra-data (0..1)"
     )
+    o = p.add_argument_group("outlier exposure: letters, symbols and doodles pushed towards a flat softmax")
+    o.add_argument(
+        "--outliers",
+        action="store_true",
+        help="add non-digit images (training/outliers.py, training split) to every batch",
+    )
+    o.add_argument("--outlier-weight", type=float, default=0.5, help="weight of the outlier loss (uniform target)")
+    o.add_argument(
+        "--outlier-temperature",
+        type=float,
+        default=1.0,
+        help="the outlier loss sees logits / this: the calibration temperature the model will get (the shipped "
+        "model's is about 0.55), so that outliers come out flat after calibration, not only before it",
+    )
+    o.add_argument("--outlier-ratio", type=float, default=0.5, help="outlier images per digit image in a batch")
+    o.add_argument("--outlier-count", type=int, default=20000, help="outliers rendered once, then sampled from")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--wandb-project", default="digits")
     p.add_argument("--wandb-name", default=None)
@@ -172,6 +188,11 @@ def train(args: argparse.Namespace) -> dict:
     )
     extra = finetune.load_extra(args.extra_data) if args.extra_data else None
     n_extra = finetune.extra_count(max(1, args.batch_size // ddp.world), args.extra_weight) if extra else 0
+    oe = (
+        outlier_exposure.OutlierExposure.from_args(args, max(1, args.batch_size // ddp.world))
+        if args.outliers
+        else None
+    )
     if args.init_from:
         from model.checkpoint import load_checkpoint
 
@@ -229,6 +250,7 @@ def train(args: argparse.Namespace) -> dict:
         perm = torch.randperm(len(train_split), generator=g)[ddp.rank :: ddp.world]
         aug_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + epoch * 10 + ddp.rank)
         extra_gen = torch.Generator().manual_seed(args.seed * 1000 + epoch * 10 + ddp.rank + 5)
+        oe_gen = torch.Generator().manual_seed(args.seed * 1000 + epoch * 10 + ddp.rank + 7)
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not ddp.main, unit="step")
         for step in bar:
@@ -238,13 +260,20 @@ def train(args: argparse.Namespace) -> dict:
             xb, yb = train_split.images[idx], train_split.labels[idx]
             if extra is not None:
                 xb, yb = finetune.mix(xb, yb, extra.train, n_extra, extra_gen)
+            n_digits = len(xb)
+            if oe is not None:
+                xb = torch.cat([xb, oe.sample(oe_gen)])
             x = xb.to(device, non_blocking=True).unsqueeze(1).float().div_(255)
             y = yb.to(device, non_blocking=True)
             if not args.no_augment:
                 x = augment(x, aug_cfg, aug_gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
+                all_logits = net(x)
+                logits = all_logits[:n_digits]
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+                if oe is not None:
+                    out_loss = outlier_exposure.uniform_loss(all_logits[n_digits:].float() / args.outlier_temperature)
+                    loss = loss + args.outlier_weight * out_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -256,7 +285,8 @@ def train(args: argparse.Namespace) -> dict:
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                extra_post = {"oe": f"{out_loss.item():.3f}"} if oe is not None else {}
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", **extra_post)
         bar.close()
 
         if ddp.main:
@@ -296,13 +326,13 @@ def train(args: argparse.Namespace) -> dict:
 
     result: dict = {}
     if ddp.main:
-        result = finish(args, cfg, device, best_path, val_split, data_dir, run, history, best, extra)
+        result = finish(args, cfg, device, best_path, val_split, data_dir, run, history, best, extra, oe)
     ddp.barrier()
     ddp.close()
     return result
 
 
-def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best, extra=None) -> dict:
+def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best, extra=None, oe=None) -> dict:
     """Pick the best epoch, fit the temperature on validation, report on test, export."""
     from model.checkpoint import load_checkpoint
 
@@ -316,6 +346,8 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
     comparison: dict = {}
     if args.init_from or extra is not None:
         comparison = compare(args, model, test, extra, device)
+    if oe is not None:
+        comparison["outliers"] = outlier_exposure.compare(args, model, temperature, device)
     out = args.run_dir / "digits-encoder.safetensors"
     version = save_checkpoint(
         out,
@@ -329,7 +361,7 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
             "test_loss": f"{test_report.loss:.6f}",
             "test_ece": f"{test_report.ece:.6f}",
             "train_args": json.dumps({k: str(v) for k, v in vars(args).items()}, sort_keys=True),
-            "data": json.dumps(data_seen(args, data_dir, extra), sort_keys=True),
+            "data": json.dumps(data_seen(args, data_dir, extra, oe), sort_keys=True),
             **({"finetune": json.dumps(comparison, sort_keys=True)} if comparison else {}),
         },
     )
@@ -355,11 +387,13 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
     return summary
 
 
-def data_seen(args, data_dir: Path, extra) -> dict:
+def data_seen(args, data_dir: Path, extra, oe=None) -> dict:
     """What the checkpoint learnt from: MNIST, and the corrections (their checksums) and the start point."""
     seen: dict = {"mnist": str(Path(data_dir).resolve()), "limit_train": args.limit_train}
     if extra is not None:
         seen["extra"] = {**extra.describe(), "weight": args.extra_weight}
+    if oe is not None:
+        seen["outliers"] = oe.describe()
     if args.init_from:
         from model.checkpoint import read_metadata
 

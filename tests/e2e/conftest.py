@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import torch
 
+from client import DigitsClient, SeveralDigits
 from model.checkpoint import load_checkpoint
+from testkit.robustness_set import compose, photo
 from testkit.server_process import ServerProcess
 
 
@@ -20,6 +24,26 @@ def store_server(shipped_model_path, tmp_path_factory):
     server.db = db
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def store_number_photo(store_server, digit_samples):
+    """A photo of a number that the store server reads with Read (Predict refuses it as SEVERAL_DIGITS, so
+    the bots take the number path), with the server's own Reading: the tests hold for any shipped model."""
+
+    async def find():
+        async with DigitsClient(store_server.target, timeout=20) as client:
+            for seed, text in enumerate(["2026", "4138", "907", "35"]):
+                rng = np.random.default_rng(seed)
+                strip = compose([digit_samples[int(c)][0] for c in text], [0.3] * (len(text) - 1), rng)
+                _, data = photo(strip, rng, ink="black", size=(640, 480))
+                try:
+                    await client.predict_image(data)
+                except SeveralDigits:
+                    return data, await client.read_image(data)
+        raise AssertionError("the server read none of the number photos as several digits")
+
+    return asyncio.run(find())
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,36 @@ async def test_sender_corrects_a_stranger_may_not(fake, bot, store_server, digit
     assert again.content == replies.ALREADY_RECORDED and len(records(store_server.db)) == before + 1
 
 
+async def test_a_number_is_corrected_by_replying_with_the_right_number(fake, bot, store_server, store_number_photo):
+    data, reading = store_number_photo
+    read = reading.text.replace(" ", "").replace("\n", "")
+    right = str((int(read[0]) + 1) % 10) + read[1:]  # the user says the first digit is another one
+    sender, stranger = fake.new_user("sender"), fake.new_user("stranger")
+    answer = await fake.final_reply(await fake.invoke_slash("digit", fake.attachment(data), user=sender), timeout=30)
+    embed = answer.embeds[0]
+    assert f"**{reading.text.split()[0]}" in embed["description"] and not answer.custom_ids
+    assert embed["footer"]["text"] == replies.NUMBER_HINT
+    before = len(records(store_server.db))
+
+    async def reply(text: str, author: dict, **options) -> str:
+        sent = await fake.send_message(text, author=author, reply_to=answer.message, **options)
+        return (await fake.final_reply(sent["id"])).content
+
+    assert await reply(right, stranger) == replies.NOT_YOURS  # someone else in the channel may not correct it
+    assert await reply(right + "1", sender) == replies.NUMBER_LENGTH.format(count=len(read))  # a digit too many
+    assert len(records(store_server.db)) == before
+    assert await reply(right, sender, mention_bot=True) == f"Thanks! Recorded: {right}."  # "@digits 3026" works too
+    edit = await fake.wait_until(lambda: [s for s in fake.sent if s.kind == "edit" and s.target == answer.message["id"]]
+                                 or None, what="the answer edited")
+    edited = edit[-1].payload["embeds"][0]
+    assert edited["description"].endswith(f"\n✎ Corrected: {right}") and "footer" not in edited
+    rows = records(store_server.db)[before:]
+    assert [(p, c, src) for p, c, src, _ in rows] == [(int(a), int(b), "discord") for a, b in zip(read, right,
+                                                                                                  strict=True)]
+    assert await reply(read, sender) == replies.ALREADY_RECORDED  # thanked once, recorded once
+    assert len(records(store_server.db)) == before + len(read)
+
+
 async def test_buttons_survive_a_restart_and_forget(fake, bot, store_server, digit_samples):
     user = fake.new_user("restarts")
     reply = await answer_with_buttons(fake, digit_samples, user, locale="es-ES")
@@ -182,3 +212,15 @@ async def test_a_dm_is_answered_in_the_language_the_user_last_interacted_in(fake
         "✓ " + translator("de")(replies.RIGHT_BUTTON), "✗ " + translator("de")(replies.WRONG_BUTTON)]
     hello = await fake.send_message("hallo", dm=True, author=user)
     assert (await fake.final_reply(hello["id"])).content == translator("de")(replies.HELP_TEXT)
+
+
+async def test_a_mention_from_an_unknown_user_is_answered_in_the_guilds_locale(fake, bot, digit_samples):
+    await fake.set_guild_locale("fr")
+    try:
+        user = fake.new_user("never-interacted")
+        sent = await fake.send_message("", [fake.attachment(phone_photo(digit_samples[2][0]))], mention_bot=True,
+                                       author=user)
+        reply = await fake.final_reply(sent["id"], timeout=30)
+        assert reply.embeds[0]["title"].startswith(translator("fr")(TITLE_SURE).split("{digit}")[0])
+    finally:
+        await fake.set_guild_locale("en-US")

@@ -67,3 +67,54 @@ def test_close_ends_the_child(shipped_model_path):
     assert alive(pid)
     process.close()
     assert not alive(pid)
+
+
+def test_a_background_load_runs_niced_on_its_own_thread(monkeypatch, shipped_model_path):
+    """A reload's slow part runs at nice 19 on a thread of its own; the thread that goes on to build
+    and serve the model keeps its normal priority (Linux keeps nice values per thread)."""
+    import threading
+
+    import server.model_runner
+    from server.inference_process import _preload_in_background
+
+    seen: dict[str, object] = {}
+
+    def record(path, runtime):
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen["thread"] = threading.current_thread().name
+        seen["args"] = (path, runtime)
+
+    monkeypatch.setattr(server.model_runner, "preload", record)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    _preload_in_background(ModelSettings(shipped_model_path, "cpu", runtime="onnx", background=True))
+    assert seen == {"nice": 19, "thread": "model-preload", "args": (shipped_model_path, "onnx")}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+
+
+def test_a_background_load_answers_as_a_normal_one_and_its_replacement_loads_at_full_priority(
+    shipped_model_path, images
+):
+    normal = InferenceProcess(ModelSettings(shipped_model_path, "cpu", threads=1, runtime="onnx", warm_to=8))
+    try:
+        expected = normal.predict(images.tobytes(), len(images))
+    finally:
+        normal.close()
+    settings = ModelSettings(shipped_model_path, "cpu", threads=1, runtime="onnx", warm_to=8, background=True)
+    process = InferenceProcess(settings)
+    try:
+        assert process.info.runtime == "onnx"
+        assert process.predict(images.tobytes(), len(images)) == expected
+        os.kill(process.pid, signal.SIGKILL)  # lost: the replacement is what every caller waits for
+        with pytest.raises(InferenceUnavailable):
+            process.predict(images[:4].tobytes(), 4)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                got = process.predict(images.tobytes(), len(images))
+                break
+            except InferenceUnavailable:
+                time.sleep(0.2)
+        assert got == expected
+        assert process.settings.background is False
+    finally:
+        process.close()

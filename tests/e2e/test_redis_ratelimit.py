@@ -88,6 +88,12 @@ async def test_chat_state_is_shared(redis_server, request):
         assert await a.first_in("notice:u", 0.3) and not await b.first_in("notice:u", 0.3)
         await asyncio.sleep(0.35)
         assert await b.first_in("notice:u", 0.3)
+        # A number answer's correction tokens, kept by one replica, found by the other; they expire.
+        assert await b.get_text("number:telegram:1:2") is None
+        await a.set_text("number:telegram:1:2", "0123456789abcdef,fedcba9876543210", 0.3)
+        assert await b.get_text("number:telegram:1:2") == "0123456789abcdef,fedcba9876543210"
+        await asyncio.sleep(0.35)
+        assert await b.get_text("number:telegram:1:2") is None
     finally:
         await a.close()
         await b.close()

@@ -173,6 +173,37 @@ async def test_a_digit_sent_as_a_reply_corrects_the_answer(fake, bot, store_serv
     assert records(store_server.db)[-1][1] == 8 and len(records(store_server.db)) == before + 1
 
 
+async def test_a_number_is_corrected_by_replying_with_the_right_number(fake, bot, store_server, store_number_photo):
+    data, reading = store_number_photo
+    read = reading.text.replace(" ", "").replace("\n", "")
+    right = str((int(read[0]) + 1) % 10) + read[1:]  # the user says the first digit is another one
+    user, stranger = next(_users), next(_users)
+    fake.photo(data, chat_id=user, user_id=user)
+    answer = (await fake.wait_for("sendMessage", chat_id=user, count=1, timeout=30))[-1]
+    assert reading.text.replace("\n", " / ") in answer.params["text"] and "reply_markup" not in answer.params
+    assert answer.params["text"].endswith("\n" + replies.NUMBER_HINT)
+    before = len(records(store_server.db))
+
+    async def reply(text: str, sender: int, count: int) -> str:
+        fake.message(chat_id=user, user_id=sender, text=text, reply_to_message=answer.result)
+        return (await fake.wait_for("sendMessage", chat_id=user, count=count, timeout=15))[-1].params["text"]
+
+    assert await reply(right, stranger, 2) == replies.NOT_YOURS  # someone else in the chat may not correct it
+    assert await reply(right[:-1], user, 3) == replies.NUMBER_LENGTH.format(count=len(read))  # a digit short
+    assert len(records(store_server.db)) == before
+    edits = len(fake.sent("editMessageText"))
+    assert await reply(" ".join(right), user, 4) == f"Thanks! Recorded: {right}."  # spaces between digits are fine
+    edited = (await fake.wait_for("editMessageText", count=edits + 1))[-1].params["text"]
+    assert edited.endswith(f"\n✎ Corrected: {right}") and replies.NUMBER_HINT not in edited
+    assert edited.startswith("<b>")  # the number stays in bold
+    rows = records(store_server.db)[before:]
+    assert [(p, c, src, size) for p, c, src, _, size, _ in rows] == [
+        (int(a), int(b), "telegram", 784) for a, b in zip(read, right, strict=True)]
+    assert len({r[3] for r in rows}) == 1 and rows[0][5] == reading.model_version
+    assert await reply(read, user, 5) == replies.ALREADY_RECORDED  # thanked once, recorded once
+    assert len(records(store_server.db)) == before + len(read)
+
+
 async def test_buttons_work_after_a_restart(fake, bot, store_server, digit_samples, bot_files):
     user = next(_users)
     answer = await photo_answer(fake, digit_samples, user)

@@ -6,14 +6,19 @@ import stat
 
 import pytest
 
+from bots.chatstate import MemoryChatState
 from bots.config import ConfigError
 from bots.feedback import (
+    NUMBER_REPLY,
     PendingStore,
     button_id,
     feedback_config_from_env,
+    join_tokens,
     load_secret,
+    new_token,
     parse_button_id,
     pseudonym,
+    split_tokens,
 )
 
 
@@ -63,3 +68,22 @@ def test_feedback_switch():
     assert not feedback_config_from_env({"DIGITS_FEEDBACK": "off"}).enabled
     with pytest.raises(ConfigError):
         feedback_config_from_env({"DIGITS_FEEDBACK": "maybe"})
+
+
+async def test_memory_chat_state_keeps_texts_for_a_while_and_bounded():
+    now = [0.0]
+    state = MemoryChatState(clock=lambda: now[0], max_keys=2)
+    await state.set_text("a", "1", 10)
+    assert await state.get_text("a") == "1" and await state.get_text("b") is None
+    now[0] = 10.0
+    assert await state.get_text("a") is None  # expired
+    for key in "bcd":
+        await state.set_text(key, key, 10)
+    assert [await state.get_text(k) for k in "bcd"] == [None, "c", "d"]  # the oldest went first
+
+
+def test_number_tokens_round_trip_and_junk_is_refused():
+    tokens = [new_token() for _ in range(3)]
+    assert split_tokens(join_tokens(tokens)) == tokens
+    assert split_tokens(None) == [] and split_tokens("") == [] and split_tokens("x,y") == []
+    assert NUMBER_REPLY.fullmatch(" 20 26\n") and not NUMBER_REPLY.fullmatch("2O26") and not NUMBER_REPLY.fullmatch("")
