@@ -46,6 +46,7 @@ from client import DigitsClient, DigitsError
 from model.checkpoint import DEFAULT_CHECKPOINT
 from testkit.robustness_set import NUMBER_STYLES, RENDERERS, NumberSample, render, render_numbers
 from testkit.server_process import ServerProcess
+from testkit.stats import edit_distance
 from training.data import load_split
 
 DIGIT_STYLES = tuple(RENDERERS)  # photo, scan, sketch: the styles with a right answer
@@ -85,17 +86,6 @@ def digits_of(text: str) -> str:
     return text.replace("\n", "").replace(" ", "")
 
 
-def edits(a: str, b: str) -> int:
-    """Levenshtein distance: digits missed, added or misread (as preprocess_robustness.py counts them)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 async def read_numbers(target: str, samples: list[NumberSample], concurrency: int = 4) -> list:
     """Each number through Read (a few in flight, as several users would): the Reading, or None for an error."""
     gate = asyncio.Semaphore(concurrency)
@@ -116,7 +106,7 @@ def number_figures(texts: list[str], samples: list[NumberSample]) -> tuple[float
     if every reading with the right count of digits were read right: what corrections can reach, since a
     reading with another count cannot be corrected digit by digit (its errors are the segmentation's)."""
     truth = [digits_of(s.text) for s in samples]
-    errors = [edits(digits_of(t), d) for t, d in zip(texts, truth, strict=True)]
+    errors = [edit_distance(digits_of(t), d) for t, d in zip(texts, truth, strict=True)]
     whole = sum(t == s.text for t, s in zip(texts, samples, strict=True))
     left = sum(e for e, t, d in zip(errors, texts, truth, strict=True) if len(digits_of(t)) != len(d))
     n = sum(map(len, truth))

@@ -46,7 +46,7 @@ from testkit.robustness_set import (
     render_numbers,
     tight_crop,
 )
-from testkit.stats import percentile
+from testkit.stats import edit_distance, percentile
 from training.data import load_split, train_val_split
 
 TARGETS = {"photo": 98.0, "scan": 99.0, "sketch": 98.5}
@@ -258,17 +258,6 @@ def read_number(clf: Classifier, data: bytes) -> tuple[str, float, float]:
     return chosen.text, read_answer.calibrated(chosen.raw_confidence), chosen.raw_confidence
 
 
-def _edits(a: str, b: str) -> int:
-    """Levenshtein distance: digits missed, added or misread."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error over equal-width confidence bins (as digits-eval computes it)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -291,7 +280,7 @@ def numbers(args: argparse.Namespace, clf: Classifier, digits, labels) -> None:
         ok = np.array([g[0] == s.text for g, s in zip(got, samples, strict=True)])
         conf = np.array([g[1] for g in got])
         truth = [s.text.replace("\n", "").replace(" ", "") for s in samples]
-        errors = sum(_edits(g[0].replace("\n", "").replace(" ", ""), t) for g, t in zip(got, truth, strict=True))
+        errors = sum(edit_distance(g[0].replace("\n", "").replace(" ", ""), t) for g, t in zip(got, truth, strict=True))
         per_digit = 100.0 * max(0.0, 1.0 - errors / sum(len(t) for t in truth))
         target = NUMBER_TARGETS[style]
         print(

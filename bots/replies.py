@@ -18,9 +18,9 @@ from bots.answer import Answer, Outcome
 from bots.i18n import N_, Translate, english
 
 HELP_TEXT = N_(
-    "Send me a photo of one handwritten digit (0-9) and I'll tell you which it is.\n"
-    "For a good result: one digit per photo, dark pen on plain light paper, fill most of the frame, "
-    "good light and no shadows. Photos, image files (PNG, JPEG, WebP) and stickers all work."
+    "Send me a photo of a handwritten digit or number and I'll read it.\n"
+    "For a good result: dark pen on plain light paper, fill most of the frame, "
+    "good light and no shadows. Photos, image files (PNG, JPEG, WebP, HEIC) and stickers all work."
 )
 LOW_CONFIDENCE_HINT = N_("Tip: a closer, sharper photo of a single digit in dark ink on plain paper helps.")
 NO_DIGIT_TEXT = N_(
@@ -34,10 +34,10 @@ DOWNLOAD_FAILED_TEXT = N_("I couldn't download that file. Please try sending it 
 TOO_LARGE_LIMIT_TEXT = N_("That file is too large (the limit is {limit}). Please send a smaller photo.")
 TOO_LARGE_TEXT = N_("That file is too large. Please send a smaller photo.")
 RATE_LIMITED_TEXT = N_("You're sending images faster than I can read them. Please wait {seconds} s and try again.")
-DIGIT_TEXT = N_("It's a {digit} ({confidence} sure).")
-UNSURE_TEXT = N_("I think it's a {digit} ({confidence} sure), but it could be a {other} ({other_confidence}).")
+DIGIT_TEXT = N_("It's {digit} ({confidence} sure).")
+UNSURE_TEXT = N_("I think it's {digit} ({confidence} sure), but it could be {other} ({other_confidence}).")
 NUMBER_TEXT = N_("{number}, {confidence} sure.")
-DOUBTFUL_DIGIT_TEXT = N_("Digit {position} could be a {digit} or a {other}.")
+DOUBTFUL_DIGIT_TEXT = N_("Digit {position} could be {digit} or {other}.")
 
 
 def size_text(n: int) -> str:
@@ -130,7 +130,7 @@ RIGHT_BUTTON = N_("Right")
 WRONG_BUTTON = N_("Wrong")
 NOT_A_DIGIT_BUTTON = N_("Not a digit")
 WHICH_DIGIT = N_("Which digit is it?")
-RECORDED_DIGIT = N_("Thanks! Recorded: it's a {digit}.")
+RECORDED_DIGIT = N_("Thanks! Recorded: it's {digit}.")
 RECORDED_NOT_DIGIT = N_("Thanks! Recorded: not a digit.")
 CONFIRMED_LINE = N_("✓ Confirmed: {digit}")
 CORRECTED_LINE = N_("✎ Corrected: {digit}")
@@ -138,7 +138,7 @@ CORRECTED_NOT_DIGIT_LINE = N_("✎ Corrected: not a digit")
 ALREADY_RECORDED = N_("Already recorded, thank you.")
 NOT_YOURS = N_("Only the person who sent the picture can correct this answer.")
 EXPIRED = N_("This answer can no longer be corrected.")
-FEEDBACK_FAILED = N_("I couldn't save that right now. Please tap again in a minute.")
+FEEDBACK_FAILED = N_("I couldn't save that right now. Please try again in a minute.")
 FORGOTTEN = N_("Done: deleted {count} stored corrections of yours.")
 FORGET_FAILED = N_("I couldn't reach the store right now. Please try /forget again in a minute.")
 FEEDBACK_OFF = N_("Corrections are turned off on this bot: nothing is kept.")

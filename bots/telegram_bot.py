@@ -98,7 +98,7 @@ SEEN_HELP_TEXT = N_(
     "Send /seen to also get a picture of what I read (each digit of a number boxed and labelled; a single digit as "
     "the 28x28 image the model saw), to understand mistakes."
 )
-TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit. /help has tips.")
+TEXT_ONLY_TEXT = N_("Send me a photo of a handwritten digit or number. /help has tips.")
 COMMAND_DESCRIPTIONS = {  # the command menu, set once per language (Telegram shows the one for the user's app language)
     "start": N_("What this bot does"),
     "help": N_("How to get a good result"),
@@ -271,6 +271,14 @@ def feedback_token(message: Message | None) -> str | None:
     return None
 
 
+# What a correction by reply that recorded nothing is answered (the same for a digit and a number).
+_NOT_RECORDED = {
+    Result.NOT_YOURS: replies.NOT_YOURS,
+    Result.ALREADY: replies.ALREADY_RECORDED,
+    Result.FAILED: replies.FEEDBACK_FAILED,
+}  # anything else: the answer is too old to correct (replies.EXPIRED)
+
+
 async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A reply of digits to one of our answers: to a digit answer with buttons, one digit is the same as
     tapping "wrong", then that digit; to a number answer, the right number corrects every digit read."""
@@ -301,14 +309,8 @@ async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         except TelegramError as exc:  # cosmetic: the correction is stored either way
             log.debug("could not edit the corrected answer: %r", exc)
         await message.reply_text(replies.recorded_text(outcome.label, tr), do_quote=True)
-    elif outcome.result == Result.NOT_YOURS:
-        await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
-    elif outcome.result == Result.ALREADY:
-        await message.reply_text(tr(replies.ALREADY_RECORDED), do_quote=True)
-    elif outcome.result == Result.FAILED:
-        await message.reply_text(tr(replies.FEEDBACK_FAILED), do_quote=True)
     else:
-        await message.reply_text(tr(replies.EXPIRED), do_quote=True)
+        await message.reply_text(tr(_NOT_RECORDED.get(outcome.result, replies.EXPIRED)), do_quote=True)
 
 
 async def correct_number(message: Message, language_code: str | None, feedback: Feedback, user_id: int,
@@ -332,14 +334,8 @@ async def correct_number(message: Message, language_code: str | None, feedback: 
         await message.reply_text(tr(replies.RECORDED_NUMBER).format(number=outcome.corrected), do_quote=True)
     elif outcome.result == Result.WRONG_LENGTH:
         await message.reply_text(tr(replies.NUMBER_LENGTH).format(count=len(tokens)), do_quote=True)
-    elif outcome.result == Result.NOT_YOURS:
-        await message.reply_text(tr(replies.NOT_YOURS), do_quote=True)
-    elif outcome.result == Result.ALREADY:
-        await message.reply_text(tr(replies.ALREADY_RECORDED), do_quote=True)
-    elif outcome.result == Result.FAILED:
-        await message.reply_text(tr(replies.FEEDBACK_FAILED), do_quote=True)
     else:
-        await message.reply_text(tr(replies.EXPIRED), do_quote=True)
+        await message.reply_text(tr(_NOT_RECORDED.get(outcome.result, replies.EXPIRED)), do_quote=True)
 
 
 async def on_feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

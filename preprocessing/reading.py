@@ -39,10 +39,13 @@ from preprocessing.segment import (
 MAX_DIGITS = 64  # digits read from one image at most: a page of text is not a number
 MIN_HEIGHT = 0.55  # a glyph smaller than this share of its line's digit height both ways is a mark (comma, dot)
 FLAT = 0.3  # ... and one lower than this share, however wide, is a dash or an underline
+BASELINE = 0.75  # a period or comma sits below this share of the digit before it (from its top)
+DASH = 0.2  # a dash is at least this many digit heights wide (and flat)
 GAP = 1.0  # a horizontal gap wider than this many digit heights separates groups: " "
 STACK_GAP = 0.3  # pieces this close vertically (in their height), sharing columns, are one digit
 SHARE = 0.4  # ... sharing at least this share of the narrower piece's columns
-SHARE_BESIDE = 0.8  # pieces side by side are one digit only when one lies within the other's columns
+BAR = 0.35  # a piece this flat next to a glyph's height, across its columns, is a bar of that digit
+SHARE_BESIDE = 0.6  # pieces side by side are one digit only when one lies within the other's columns
 SPLIT = 0.9  # a glyph this many digit heights wide may hold touching digits (MNIST: 95% of digits <= 1.05)
 SPLIT_PART = 0.65  # cut into at most width / (this many heights) parts
 MIN_PART = 0.22  # a cut part is at least this many digit heights wide (a "1" is ~0.3)
@@ -141,6 +144,9 @@ def _same_digit(a: _Glyph, b: _Glyph) -> bool:
     shared = _overlap((narrow.box[0], narrow.box[2]), (other.box[0], other.box[2]))
     beside = _overlap((a.box[1], a.box[3]), (b.box[1], b.box[3]))
     if beside >= 0.5 * min(a.height, b.height):  # side by side: only a stroke within the other's columns
+        low, tall = (a, b) if a.height <= b.height else (b, a)
+        if low.height < BAR * tall.height and shared >= SHARE * low.width:
+            return True  # a flat bar across the other's columns: a 5's detached top, a 7's crossbar
         centre = (narrow.box[0] + narrow.box[2]) / 2
         return shared >= SHARE_BESIDE * narrow.width and other.box[0] <= centre <= other.box[2]
     return shared >= SHARE * narrow.width and -beside <= STACK_GAP * max(a.height, b.height)
@@ -195,6 +201,16 @@ def _lines(glyphs: list[_Glyph]) -> list[list[_Glyph]]:
 def _mark(g: _Glyph, height: float) -> bool:
     """A comma, a period or a dash: small both ways, or flat. (A wide, short "6" or "0" is a digit.)"""
     return max(g.height, g.width) < MIN_HEIGHT * height or g.height < FLAT * height
+
+
+def _separator(g: _Glyph, before: _Glyph, height: float) -> bool:
+    """A mark that separates groups: a period or comma (on the line's baseline or below it) or a dash (flat and
+    wide, half-way up). A dot half-way up between two digits is a speck of dust or a crumb of a stroke, and a
+    bar along the top is a digit's detached stroke: neither is punctuation."""
+    centre = ((g.box[1] + g.box[3]) / 2 - before.box[1]) / max(1, before.height)  # 0 at the top, 1 at the foot
+    low, middle = centre >= BASELINE, 0.25 <= centre < BASELINE
+    dash = g.width >= 1.5 * max(1, g.height) and g.width >= DASH * height and middle
+    return low or dash
 
 
 def _digit_height(line: list[_Glyph]) -> float:
@@ -300,12 +316,17 @@ def _options(mp: _Map, g: _Glyph, height: float, frame: _Framer) -> tuple[tuple[
 
 
 def _keep(mp: _Map, g: _Glyph) -> bool:
-    """Photos: a solid blob (glare, a shadow) is not a digit, whatever its size."""
+    """Photos: a solid blob (glare, a shadow) is not a digit, whatever its size (its core is as wide as it is)."""
     if not mp.frame:
         return True
     left, top, right, bottom = g.box
     sel = np.isin(mp.labels[top:bottom, left:right], [p.label for p in g.pieces])
-    return stroke_width(sel) <= MAX_WIDTH_RATIO * max(sel.shape)
+    if not sel.any():
+        return False
+    # the strokes' cores: a small digit's blurred fringe is as wide as its strokes and would pass for a blob
+    crop = mp.raw[top:bottom, left:right]
+    core = sel & (crop > 0.5 * float(np.percentile(crop[sel], 90)))
+    return stroke_width(core) <= MAX_WIDTH_RATIO * max(sel.shape)
 
 
 def slots(mp: _Map, scale: tuple[float, float], size: tuple[int, int]) -> list[Slot]:
@@ -325,7 +346,7 @@ def slots(mp: _Map, scale: tuple[float, float], size: tuple[int, int]) -> list[S
         previous: _Glyph | None = None
         for g in line:
             if _mark(g, height) or not _keep(mp, g):
-                if previous is not None:
+                if previous is not None and _separator(g, previous, height):
                     separator = separator or " "  # a comma, period or dash between digits is a gap
                 continue
             if previous is not None and g.box[0] - previous.box[2] > GAP * height:

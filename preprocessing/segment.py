@@ -20,12 +20,16 @@ MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
 MIN_DIGIT_CONTRAST = 0.2  # in photos, the digit's strokes typically: light pencil ~0.3, paper blotches < 0.18
 MAX_WIDTH_RATIO = 0.26  # in photos, strokes are at most this wide next to the digit's size (pens 0.05-0.16)
+MAX_WIDTH_FLAT = 0.47  # on a flat page strokes may be wider (a bold MNIST "3": 0.45); a filled square is 0.5
 EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: pen, not shading
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
 FLAT_LOW, FLAT_SEED = 0.3, 0.5  # on a flat page, thresholds at most this (the noise estimate can only inflate them)
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
+CROP_CONTRAST = 100.0  # a small crop with ink this far from its paper is flat whatever its spread (shading: < 80)
+WHOLE_SIDE = 0.85  # on a flat page, strong ink running along this share of a side may be a frame or the page's edge
+NEAR_SIDES = 0.85  # ... and is, when this much of its group hugs the sides it so runs along
 SMALL = 64  # images this small (dataset-style crops) take their paper's polarity from the border
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -150,24 +154,66 @@ def _flat(gray: np.ndarray) -> tuple[bool, float] | None:
     small = min(gray.shape) <= SMALL
     if ((rim <= t) if ink_is_dark else (rim > t)).mean() > 0.12 and not small and _banded(gray, t, ink_is_dark):
         return None  # the "ink" class runs along the frame: a desk or the paper's edge, not a flat page
+    if small:  # a tight crop's paper is mostly the strokes' anti-aliased fringe: measure it away from the ink
+        side = (gray > t) if ink_is_dark else (gray <= t)
+        clear = gray[ndi.binary_erosion(side, _EIGHT, border_value=1)]
+        paper = clear if clear.size >= 8 else paper
     q25, q50, q75 = np.percentile(paper, (25, 50, 75))
     contrast = abs(float(q50) - float(np.median(ink)))
     # a small crop's anti-aliased fringe is a large share of its pixels: it widens the paper class
     if contrast > 20.0 and (q75 - q25) < (0.3 if small else 0.15) * contrast:
         return ink_is_dark, float(q50) if ink_is_dark else 255.0 - float(q50)
+    if small and contrast > CROP_CONTRAST:
+        # a digit cropped to its ink (a thick "1" filling a 13x64 crop): hardly any paper is left, and what
+        # Otsu calls paper is mostly the strokes' fringe. A crop this small has no lighting to model, and a
+        # shaded or blank one never has this contrast: the paper is its palest pixels.
+        level = float(np.percentile(paper, 90 if ink_is_dark else 10))
+        return ink_is_dark, level if ink_is_dark else 255.0 - level
     return None
 
 
-def _runs(labels: np.ndarray, n: int) -> np.ndarray:
-    """Per label (index 0..n), the longest stretch it covers without a break along any side of the frame."""
-    best = np.zeros(n + 1)
-    for line in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        change = np.flatnonzero(np.diff(line)) + 1
-        starts = np.concatenate([[0], change])
-        lengths = np.diff(np.concatenate([starts, [line.size]]))
-        np.maximum.at(best, line[starts], lengths)
-    best[0] = 0
-    return best
+def _bands(labels: np.ndarray, strong: np.ndarray, n: int) -> np.ndarray:
+    """Per label (index 0..n): True when it is a band along the frame (a page's edge, a frame around the
+    page, the desk or shading in a corner), not a digit cropped tight.
+
+    Where its strong ink runs without a break along a whole side (WHOLE_SIDE of it, and half the image's
+    long side or more), nearly all of it (NEAR_SIDES) must lie within a quarter of the image of those sides:
+    a frame has no ink anywhere else, but a "7"'s bar along the top of a tight crop has a stem that reaches
+    far from it. A group that is mostly faint ink (shading, with perhaps the desk dark in a corner) and runs
+    along a side for half the image's long side is a band when it leaves the middle of the image nearly empty."""
+    h, w = labels.shape
+    long = max(h, w)
+
+    def along(lab: np.ndarray, share: float) -> np.ndarray:
+        out = np.zeros((4, n + 1), dtype=bool)
+        for k, line in enumerate((lab[0], lab[-1], lab[:, 0], lab[:, -1])):
+            change = np.flatnonzero(np.diff(line)) + 1
+            starts = np.concatenate([[0], change])
+            best = np.zeros(n + 1)
+            np.maximum.at(best, line[starts], np.diff(np.concatenate([starts, [line.size]])))
+            out[k] = (best >= 0.5 * long) & (best >= share * line.size)
+        out[:, 0] = False
+        return out
+
+    strong_runs = along(np.where(strong, labels, 0), WHOLE_SIDE)
+    out = np.zeros(n + 1, dtype=bool)
+    dh, dw = max(1, h // 4), max(1, w // 4)
+    for i in np.flatnonzero(strong_runs.any(axis=0)):
+        ys, xs = np.nonzero(labels == i)
+        near = np.zeros(ys.size, dtype=bool)
+        for k, m in enumerate((ys < dh, ys >= h - dh, xs < dw, xs >= w - dw)):
+            if strong_runs[k, i]:
+                near |= m
+        out[i] = near.mean() >= NEAR_SIDES
+    total = np.bincount(labels.ravel(), minlength=n + 1)
+    dim = np.bincount(labels[strong], minlength=n + 1) < 0.25 * total  # mostly faint: shading with a dark corner
+    faint = dim & ~strong_runs.any(axis=0) & along(labels, 0.0).any(axis=0)
+    if faint.any():
+        mh, mw = h // 5, w // 5
+        middle = labels[mh : h - mh, mw : w - mw]
+        inner = np.bincount(middle.ravel(), minlength=n + 1) >= 0.25 * total
+        out |= faint & ~inner
+    return out
 
 
 def _banded(gray: np.ndarray, t: float, ink_is_dark: bool) -> bool:
@@ -190,6 +236,7 @@ class _Found:
     mask: np.ndarray  # the selected strokes over ink.box
     contrast: float  # the strokes' typical ink strength, relative to the paper
     parts: Parts | None = None  # every stroke group that could be ink, for `preprocessing.reading`
+    pieces: tuple[tuple[int, int, int, int], ...] = ()  # (left, top, right, bottom) of each selected group
 
 
 @dataclass(frozen=True)
@@ -208,9 +255,17 @@ def _hollow(g: np.ndarray, bg: np.ndarray, found: _Found) -> bool:
     gg, bb, m = g[top:bottom, left:right], bg[top:bottom, left:right], found.mask
     if not m.any():
         return False
-    ink_level = float(np.percentile(gg[m], 10))
-    paper = float(np.median(bb))
-    dark = gg < ink_level + 0.3 * (paper - ink_level)  # nearer the ink than the paper: not a shadow
+    dark = np.zeros_like(m)
+    # each stroke group against the paper around it: a number's box spans the page's lighting gradient,
+    # and the paper at one end may be as dark as pencil at the other
+    for pl, pt, pr, pb in found.pieces or ((left, top, right, bottom),):
+        ys = slice(max(0, pt - top), max(0, pb - top))
+        xs = slice(max(0, pl - left), max(0, pr - left))
+        if not m[ys, xs].any():
+            continue
+        ink_level = float(np.percentile(gg[ys, xs][m[ys, xs]], 10))
+        paper = float(np.median(bb[ys, xs]))
+        dark[ys, xs] |= gg[ys, xs] < ink_level + 0.3 * (paper - ink_level)  # nearer the ink than the paper
     return int((dark & ~m).sum()) > 0.3 * int(m.sum())
 
 
@@ -272,13 +327,12 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
     edge = contact > (0.2 if frame else 0.6)
     edge |= (sides >= 2) & (contact > (0.0 if frame else 0.3))
     if not frame and edge[1:].any():
-        # a tight crop: the digit crosses the borders in short runs, or has ink in the middle too (a "7"'s
-        # bar along the top); a page's edge or a frame around an empty page runs along a border for half
-        # the image or more, and leaves the middle empty
-        mh, mw = h // 5, w // 5
-        middle = labels[mh : h - mh, mw : w - mw]
-        inner = np.bincount(middle[middle > 0], minlength=n + 1) >= 0.25 * np.bincount(lab, minlength=n + 1)
-        edge &= (_runs(labels, n) >= 0.5 * max(h, w)) & ~inner
+        # a tight crop: the digit crosses the borders in short runs, or reaches far from the side it runs
+        # along (a "7"'s bar along the top); a page's edge, a frame around an empty page or the desk in a
+        # corner runs along sides for half the image and stays near them (a stroke's faint fringe along a
+        # side is no band: only strong ink counts)
+        strong = (r >= t_seed) & (r >= 0.5 * np.concatenate([[0.0], peak])[labels])  # half its group's darkest
+        edge &= _bands(labels, strong, n)
     near = max(2, int(0.04 * max(h, w))) if frame else 1
     border = np.array(
         [sl[0].start < near or sl[1].start < near or sl[0].stop > h - near or sl[1].stop > w - near for sl in slices]
@@ -329,8 +383,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     core_level = float(np.percentile(crop[selected], 90))
     if frame and core_level < MIN_DIGIT_CONTRAST:
         return None  # blotches of paper texture and lighting, not ink
-    if frame and stroke_width(selected) > MAX_WIDTH_RATIO * max(selected.shape):
-        return None  # a solid blob (a glare spot, a shadow), not strokes
+    if stroke_width(selected) > (MAX_WIDTH_RATIO if frame else MAX_WIDTH_FLAT) * max(selected.shape):
+        return None  # a solid blob (a glare spot, a shadow; on a flat page, the paper inside a frame), not strokes
     floor = 0.5 * t_low
     ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask
     ys, xs = np.nonzero(mask & (crop > floor))  # the box keeps the strokes' anti-aliased fringe
@@ -340,7 +394,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     box = (l0 + x1, t0 + y1, l0 + x2, t0 + y2)
     groups = [(_box(slices[i]), float(mass[i]), i + 1) for i in np.nonzero(ok)[0]]
     parts = Parts(labels, t_low, groups)
-    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level, parts)
+    pieces = tuple(_box(slices[i]) for i in chosen)
+    return _Found(Ink(ink[y1:y2, x1:x2].astype(np.float32), box), selected[y1:y2, x1:x2], core_level, parts, pieces)
 
 
 def _box(s: tuple[slice, slice]) -> tuple[int, int, int, int]:

@@ -222,7 +222,7 @@ class FakeTelegram:
                 "date": int(time.time()),
                 "chat": chat,
                 "from": {"id": BOT_ID, "is_bot": True, "first_name": "Digits", "username": BOT_USERNAME},
-                "text": "It's a 7.",
+                "text": "It's 7.",
             }
         return self.push_update({"message": msg}), message_id
 

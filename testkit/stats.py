@@ -15,4 +15,16 @@ def percentile(values: Iterable[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-__all__ = ["percentile"]
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between a reading and its truth: digits missed, added or misread, as the
+    robustness and feedback-loop benchmarks both count them."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+__all__ = ["edit_distance", "percentile"]

@@ -119,7 +119,7 @@ async def test_sender_corrects_a_stranger_may_not(fake, bot, store_server, digit
     assert edited.payload["type"] == CALLBACK_UPDATE_MESSAGE and edited.custom_ids == []
     assert edited.embeds[0]["description"] == "✎ Corrected: 7"
     thanks = await answer_to(fake, tap, 2)
-    assert thanks.content == "Thanks! Recorded: it's a 7." and thanks.flags & EPHEMERAL_FLAG
+    assert thanks.content == "Thanks! Recorded: it's 7." and thanks.flags & EPHEMERAL_FLAG
     rows = records(store_server.db)
     assert len(rows) == before + 1 and rows[-1][1:3] == (7, "discord")
     assert rows[-1][3].startswith("u-") and sender["id"] not in rows[-1][3]
@@ -203,7 +203,7 @@ async def test_a_dm_is_answered_in_the_language_the_user_last_interacted_in(fake
     user = fake.new_user("speaks-german")
     photo = fake.attachment(phone_photo(digit_samples[2][0]))
     before = await fake.send_message("", [photo], dm=True, author=user)
-    assert (await fake.final_reply(before["id"], timeout=30)).embeds[0]["title"].startswith("It's a ")  # no signal yet
+    assert (await fake.final_reply(before["id"], timeout=30)).embeds[0]["title"].startswith("It's ")  # no signal yet
     await fake.final_reply(await fake.invoke_slash("help", user=user, locale="de"))
     after = await fake.send_message("", [fake.attachment(phone_photo(digit_samples[2][0]))], dm=True, author=user)
     reply = await fake.final_reply(after["id"], timeout=30)

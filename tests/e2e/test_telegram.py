@@ -93,7 +93,7 @@ async def test_digit_photos_get_the_right_digit_quoted(fake, bot, judged_photos)
         assert f"<b>{prediction.digit}</b> ({prediction.confidence:.0%} sure)" in text_of(reply)
         if prediction.confidence < 0.80:
             other, other_conf = prediction.runner_up
-            assert f"could be a <b>{other}</b> ({other_conf:.0%})" in text_of(reply)
+            assert f"could be <b>{other}</b> ({other_conf:.0%})" in text_of(reply)
             assert "Tip:" in text_of(reply)
         else:
             assert "could be" not in text_of(reply)

@@ -124,9 +124,9 @@ async def test_wrong_then_a_digit_is_recorded_once_by_the_sender_only(fake, bot,
 
     edits = len(fake.sent("editMessageText"))
     thanks = await tap(fake, message, f"fb:{token}:3", user)
-    assert thanks.params["text"] == "Thanks! Recorded: it's a 3."
+    assert thanks.params["text"] == "Thanks! Recorded: it's 3."
     edited = (await fake.wait_for("editMessageText", count=edits + 1))[-1]
-    assert edited.params["text"].startswith("It's a ") and edited.params["text"].endswith("\n✎ Corrected: 3")
+    assert edited.params["text"].startswith("It's ") and edited.params["text"].endswith("\n✎ Corrected: 3")
     assert "reply_markup" not in edited.params
     rows = records(store_server.db)
     assert len(rows) == before + 1
@@ -145,7 +145,7 @@ async def test_right_is_recorded_as_the_answer_and_forget_deletes_it(fake, bot, 
     (right, _), = buttons(answer)
     edits = len(fake.sent("editMessageText"))
     thanks = await tap(fake, answer.result, right["callback_data"], user)
-    assert thanks.params["text"].startswith("Thanks! Recorded: it's a ")
+    assert thanks.params["text"].startswith("Thanks! Recorded: it's ")
     edited = (await fake.wait_for("editMessageText", count=edits + 1))[-1]
     assert "✓ Confirmed: " in edited.params["text"]
     mine = bot.bot_data[FEEDBACK_KEY].user("telegram", user)
@@ -168,7 +168,7 @@ async def test_a_digit_sent_as_a_reply_corrects_the_answer(fake, bot, store_serv
     edits = len(fake.sent("editMessageText"))
     fake.message(chat_id=user, user_id=user, text=" 8 ", reply_to_message=answer.result)
     thanks = (await fake.wait_for("sendMessage", chat_id=user, count=3))[-1]
-    assert thanks.params["text"] == "Thanks! Recorded: it's a 8."
+    assert thanks.params["text"] == "Thanks! Recorded: it's 8."
     assert (await fake.wait_for("editMessageText", count=edits + 1))[-1].params["text"].endswith("Corrected: 8")
     assert records(store_server.db)[-1][1] == 8 and len(records(store_server.db)) == before + 1
 

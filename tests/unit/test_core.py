@@ -91,10 +91,10 @@ def test_seen_png_is_the_model_input_enlarged():
 def test_answer_confident_and_low_confidence():
     recognizer = Recognizer(DigitsClient("127.0.0.1:1"), low_confidence=0.8)
     sure = recognizer.answer_for(prediction([0.01] * 7 + [0.91] + [0.01] * 2))
-    assert plain_text(sure) == "It's a 7 (91% sure)." and sure.runner_up is None and sure.seen_png
+    assert plain_text(sure) == "It's 7 (91% sure)." and sure.runner_up is None and sure.seen_png
     unsure = recognizer.answer_for(prediction([0.0, 0.35, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.05, 0.0]))
     assert unsure.digit == 7 and unsure.runner_up == (1, pytest.approx(0.35))
-    assert "could be a 1 (35%)" in plain_text(unsure) and core.LOW_CONFIDENCE_HINT in plain_text(unsure)
+    assert "could be 1 (35%)" in plain_text(unsure) and core.LOW_CONFIDENCE_HINT in plain_text(unsure)
     assert unsure.hint == core.LOW_CONFIDENCE_HINT and sure.hint is None
 
 

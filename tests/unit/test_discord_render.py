@@ -21,7 +21,7 @@ def test_confident_answer_is_an_embed_with_the_seen_image():
     png = seen_png(bytes(range(256)) * 3 + bytes(16))
     kwargs = render(Answer(Outcome.DIGIT, digit=3, confidence=0.97, seen_png=png))
     embed: discord.Embed = kwargs["embed"]
-    assert embed.title == "It's a 3"
+    assert embed.title == "It's 3"
     assert [(f.name, f.value) for f in embed.fields] == [("Confidence", "97%")]
     assert embed.thumbnail.url == "attachment://seen.png" and embed.footer.text is None
     assert kwargs["file"].filename == "seen.png" and kwargs["file"].fp.read() == png
@@ -30,7 +30,7 @@ def test_confident_answer_is_an_embed_with_the_seen_image():
 def test_unsure_answer_names_the_runner_up_and_gives_the_hint():
     unsure = Answer(Outcome.DIGIT, digit=4, confidence=0.55, runner_up=(9, 0.40), hint=LOW_CONFIDENCE_HINT)
     embed = render(unsure)["embed"]
-    assert embed.title == "Probably a 4"
+    assert embed.title == "Probably 4"
     assert [(f.name, f.value) for f in embed.fields] == [("Confidence", "55%"), ("Runner-up", "9 (40%)")]
     assert embed.footer.text == LOW_CONFIDENCE_HINT
 
@@ -40,7 +40,7 @@ def test_a_number_is_an_embed_in_bold_with_the_boxed_photo():
     answer = Answer(Outcome.NUMBER, confidence=0.94, number="2026", doubtful=((3, 2, 7),), seen_png=png)
     kwargs = render(answer)
     embed: discord.Embed = kwargs["embed"]
-    assert embed.description == "**2026**, 94% sure.\nDigit 3 could be a **2** or a **7**."
+    assert embed.description == "**2026**, 94% sure.\nDigit 3 could be **2** or **7**."
     assert embed.description.replace("*", "") == plain_text(answer)  # the same wording, only the markup differs
     assert embed.thumbnail.url == "attachment://seen.png"
     assert kwargs["file"].filename == "seen.png" and kwargs["file"].fp.read() == png
