@@ -20,6 +20,9 @@ MIN_CONTRAST = 0.12  # weakest ink (relative to the paper) that can seed a digit
 MIN_CONTRAST_WIDE = 0.3  # the wide closing leaves lighting residue: it must see marker-dark ink
 MIN_DIGIT_CONTRAST = 0.2  # in photos, the digit's strokes typically: light pencil ~0.3, paper blotches < 0.18
 MAX_WIDTH_RATIO = 0.26  # in photos, strokes are at most this wide next to the digit's size (pens 0.05-0.16)
+# ... or this wide when the ink is marker-dark (a bold marker digit written small: 0.27-0.30); a round blob
+# (glare, a shadow) is 0.5, a 2:1 oval 0.32; a blotch of paper texture that wide is faint
+MAX_WIDTH_BOLD, BOLD_CONTRAST = 0.31, 0.6
 MAX_WIDTH_FLAT = 0.47  # on a flat page strokes may be wider (a bold MNIST "3": 0.45); a filled square is 0.5
 EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: pen, not shading
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
@@ -383,7 +386,8 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     core_level = float(np.percentile(crop[selected], 90))
     if frame and core_level < MIN_DIGIT_CONTRAST:
         return None  # blotches of paper texture and lighting, not ink
-    if stroke_width(selected) > (MAX_WIDTH_RATIO if frame else MAX_WIDTH_FLAT) * max(selected.shape):
+    widest = (MAX_WIDTH_BOLD if core_level >= BOLD_CONTRAST else MAX_WIDTH_RATIO) if frame else MAX_WIDTH_FLAT
+    if stroke_width(selected) > widest * max(selected.shape):
         return None  # a solid blob (a glare spot, a shadow; on a flat page, the paper inside a frame), not strokes
     floor = 0.5 * t_low
     ink = np.clip((crop - floor) / max(core_level - floor, 1e-3), 0.0, 1.0) * mask

@@ -484,3 +484,16 @@ def test_ruled_lines_are_erased_but_two_lines_at_different_angles_are_not_notebo
     assert remove_lines(ruled).sum() < 0.5 * ruled.sum()  # ruled paper: lines are erased
     crossed = _line_map([0.0, -8.0], [200, 150])
     assert remove_lines(crossed) is crossed
+
+
+def test_a_bold_marker_digit_written_small_is_a_digit(mnist_test):
+    """The server benchmark's photos 25 (a "0") and 48 (a "4"): marker-dark strokes 0.27-0.30 of the digit's
+    size, once refused as a solid blob (the photo limit was 0.26). Dark ink that wide is a digit; the
+    negatives (paper blotches, shading) stay refused in benchmarks/preprocess_robustness.py."""
+    from testkit.photos import phone_photo
+
+    rng = np.random.default_rng(0)  # the photos of benchmarks/server_bench.py, in its order
+    photos = [phone_photo(img, rng=rng) for img in mnist_test.images[:49].numpy()]
+    for i in (25, 48):
+        result = preprocess(photos[i])
+        assert result.digit_found and not result.several, f"photo {i} (a {int(mnist_test.labels[i])})"
