@@ -128,6 +128,7 @@ class PreprocessPool:
         self.pending_bytes = 0
         self._on_crash = on_crash
         self._warming: asyncio.Task | None = None  # a replacement pool starting its workers
+        self._reporting: asyncio.Task | None = None  # logging why the old pool's worker died
         # forkserver: never fork a process that already runs gRPC and torch threads.
         self._context = multiprocessing.get_context("forkserver")
         self._pool = self._new_pool()
@@ -215,14 +216,26 @@ class PreprocessPool:
             )
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
-        codes = [p.exitcode for p in (getattr(pool, "_processes", None) or {}).values() if p.exitcode]
-        how = ", ".join(f"signal {-c}" if c < 0 else f"exit code {c}" for c in codes) or "unknown cause"
-        log.error("a preprocessing worker died (%s); its images get UNAVAILABLE, the pool was replaced", how)
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+        manager = getattr(pool, "_executor_manager_thread", None)
         if self._on_crash is not None:
             self._on_crash()
         pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
-        self._warming = asyncio.get_running_loop().create_task(self.warm_up())  # start its workers now
+        loop = asyncio.get_running_loop()
+        self._warming = loop.create_task(self.warm_up())  # start its workers now
+        self._reporting = loop.create_task(self._report_death(processes, manager))
+
+    @staticmethod
+    async def _report_death(processes: list, manager: threading.Thread | None) -> None:
+        """Says why the worker died once the old pool's own thread has collected the exit statuses:
+        with the forkserver each status is read from a pipe, and two readers at once (that thread and
+        us) make one of them lose it and report 255 instead of the signal."""
+        if manager is not None:
+            await asyncio.to_thread(manager.join, 10)
+        codes = [p.exitcode for p in processes if p.exitcode]
+        how = ", ".join(f"signal {-c}" if c < 0 else f"exit code {c}" for c in codes) or "unknown cause"
+        log.error("a preprocessing worker died (%s); its images get UNAVAILABLE, the pool was replaced", how)
 
     def close(self) -> None:
         if self._warming is not None:

@@ -181,7 +181,9 @@ async def test_a_killed_worker_is_unavailable_then_retried(server, digit_samples
     assert error_info(info.value.trailing_metadata()).reason == "UNAVAILABLE"
     async with DigitsClient(server.target, timeout=30) as client:  # the client's retry reaches the new pool
         assert (await client.predict_image(photo)).digit == 3
-    new = server.log()[len(log_before) :]
+    deadline = time.monotonic() + 10  # the cause is logged once the old pool has collected its workers
+    while "preprocessing worker died" not in (new := server.log()[len(log_before) :]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert len(re.findall(r"preprocessing worker died", new)) == 1, new
     assert "signal 9" in new and "Traceback" not in new, new
     assert scrape(server, "digits_process_crashes_total", '{process="preprocessing"}') == crashes + 1
