@@ -31,6 +31,7 @@ import torch
 
 from client import DigitsClient, DigitsError
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from model.shape import NOT_A_DIGIT_INDEX
 from testkit.photos import phone_photo
 from testkit.robustness_set import scan, sketch
 from testkit.server_process import ServerProcess
@@ -76,10 +77,20 @@ async def predict_all(target: str, images: list[bytes], concurrency: int) -> lis
 
 
 def mnist_figures(path: Path) -> str:
+    """The encoder's offline figures, and its accuracy when the gate's refusals count as errors (as
+    the server answers: a refused digit gets NOT_A_DIGIT)."""
     loaded = load_checkpoint(path)
     test = load_split("test", download=False)
     r = report(collect_logits(loaded.model, test), test.labels, loaded.temperature)
-    return f"MNIST test: accuracy {r.accuracy:.2%}, loss {r.loss:.4f}, ECE {r.ece:.2%} (T={loaded.temperature:.3f})"
+    line = f"MNIST test: accuracy {r.accuracy:.2%}, loss {r.loss:.4f}, ECE {r.ece:.2%} (T={loaded.temperature:.3f})"
+    if loaded.gate is None:
+        return line + "; no not-a-digit gate"
+    with torch.no_grad():
+        out = torch.cat([loaded.served()(x.float().div(255).unsqueeze(1)) for x in test.images.split(1000)])
+    refused = out[:, NOT_A_DIGIT_INDEX] >= loaded.gate.threshold
+    right = out[:, :NOT_A_DIGIT_INDEX].argmax(1) == test.labels
+    return (f"{line}; with the gate (threshold {loaded.gate.threshold:.4f}): {(right & ~refused).float().mean():.2%} "
+            f"({int(refused.sum())} refused, {int((right & refused).sum())} of them read right)")  # fmt: skip
 
 
 def table(items, answers) -> dict:

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from model.shape import NOT_A_DIGIT_INDEX
 from preprocessing import PreprocessError, preprocess
 from preprocessing.mnist_style import ImageTooLargeError
 from preprocessing.reading import read
@@ -70,27 +71,36 @@ def naive(data: bytes) -> np.ndarray:
 
 
 class Classifier:
-    """The checkpoint: calibrated probabilities are softmax(logits / temperature)."""
+    """The checkpoint as the server runs it: calibrated probabilities softmax(logits / temperature),
+    and the not-a-digit gate, whose refusals come back as digit NOT_A_DIGIT_INDEX (never right)."""
 
     def __init__(self, path: Path) -> None:
         loaded = load_checkpoint(path)
-        self.model, self.temperature, self.version = loaded.model, loaded.temperature, loaded.version
+        self.served, self.temperature, self.version = loaded.served(), loaded.temperature, loaded.version
+        self.threshold = loaded.gate.threshold if loaded.gate is not None else 1.1
 
     @torch.no_grad()
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _outputs(self, pixels) -> np.ndarray:
         x = torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 255.0).view(-1, 1, 28, 28)
-        probs = torch.cat([torch.softmax(self.model(b) / self.temperature, 1) for b in x.split(512)])
-        conf, pred = probs.max(1)
-        return pred.numpy(), conf.numpy()
+        return torch.cat([self.served(b) for b in x.split(512)]).numpy()
 
-    @torch.no_grad()
+    def _digits(self, out: np.ndarray) -> np.ndarray:
+        pred = out[:, :NOT_A_DIGIT_INDEX].argmax(1)
+        pred[out[:, NOT_A_DIGIT_INDEX] >= self.threshold] = NOT_A_DIGIT_INDEX
+        return pred
+
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self._outputs(pixels)
+        pred = self._digits(out)
+        return pred, out[np.arange(len(out)), pred]
+
     def rows(self, pixels: list[np.ndarray]) -> list[tuple[int, float, list[float]]]:
         """What the server's batcher answers per image: (digit, confidence, probabilities)."""
         if not pixels:
             return []
-        x = torch.from_numpy(np.stack(pixels).astype(np.float32) / 255.0).view(-1, 1, 28, 28)
-        probs = torch.softmax(self.model(x) / self.temperature, 1).numpy()
-        return [(int(p.argmax()), float(p.max()), p.tolist()) for p in probs]
+        out = self._outputs(np.stack(pixels))
+        pred = self._digits(out)
+        return [(int(d), float(o[d]), o[:NOT_A_DIGIT_INDEX].tolist()) for d, o in zip(pred, out, strict=True)]
 
 
 class Knn:
@@ -140,14 +150,15 @@ def robustness(args: argparse.Namespace, clf: Classifier, knn: Knn | None, digit
         ref = knn(batch) if knn else None
         src = knn(digits[[s.source for s in samples]]) if knn and style != "negative" else None
         if style == "negative":
-            rejected = 100.0 * (~found).mean()
-            confs = conf[found]
-            extra = f", accepted ones' mean confidence {confs.mean():.2f}" if found.any() else ""
+            refused = ~found | (pred == NOT_A_DIGIT_INDEX)  # no ink found, or the gate said "not a digit"
+            rejected = 100.0 * refused.mean()
+            confs = conf[~refused]
+            extra = f", accepted ones' mean confidence {confs.mean():.2f}" if (~refused).any() else ""
             print(f"{'negative':34s} {len(samples):5d}   rejected {rejected:5.1f}% (target >= 95%){extra}")
             print(f"{'':34s}         naive baseline never rejects: every negative becomes a guess")
             for v in sorted({s.variant for s in samples}):
                 m = np.array([s.variant == v for s in samples])
-                print(f"  {v:32s} {m.sum():5d}   rejected {100.0 * (~found[m]).mean():5.1f}%")
+                print(f"  {v:32s} {m.sum():5d}   rejected {100.0 * refused[m].mean():5.1f}%")
             continue
         y = np.array([s.label for s in samples])
         ok = found & (pred == y)

@@ -167,7 +167,9 @@ async def reload_under_load(images: list[bytes], phase: float, users: int, warmu
                 runs = []
                 for k in range(1, reloads + 1):
                     new = folder / f"new-{k}.safetensors"
-                    new_version = save_checkpoint(new, loaded.model, loaded.temperature, version=f"bench-reloaded-{k}")
+                    new_version = save_checkpoint(
+                        new, loaded.model, loaded.temperature, version=f"bench-reloaded-{k}", gate=loaded.gate
+                    )
                     before_from = time.perf_counter()
                     await asyncio.sleep(phase)
                     os.replace(new, model)  # atomic, as `mv` does

@@ -16,6 +16,7 @@ class Outcome(enum.StrEnum):
     DIGIT = "digit"
     NUMBER = "number"  # several digits, read with Read: `number` holds the text
     NO_DIGIT = "no_digit"
+    NOT_A_DIGIT = "not_a_digit"  # a letter, a symbol, a drawing: the server's model refused it
     NOT_IMAGE = "not_image"
     NOT_STILL = "not_still"  # an animated sticker / video: only still images can be read
     TOO_LARGE = "too_large"

@@ -31,6 +31,7 @@ from client import (
     ImageTooLarge,
     InvalidInput,
     NoDigitFound,
+    NotADigit,
     Overloaded,
     Prediction,
     ServerUnavailable,
@@ -172,6 +173,8 @@ class Recognizer:
             prediction = await self.client.predict_image(data)
         except NoDigitFound:
             return Answer(Outcome.NO_DIGIT)
+        except NotADigit:  # before InvalidInput: it is one
+            return Answer(Outcome.NOT_A_DIGIT)
         except SeveralDigits:  # a number (before InvalidInput: it is one): read every digit
             return await self.read_number(data)
         except ImageTooLarge:  # before InvalidInput: it is one
@@ -197,6 +200,8 @@ class Recognizer:
             reading = await self.client.read_image(data)
         except NoDigitFound:
             return Answer(Outcome.NO_DIGIT)
+        except NotADigit:
+            return Answer(Outcome.NOT_A_DIGIT)
         except Overloaded:
             return Answer(Outcome.BUSY)
         except DigitsError as exc:

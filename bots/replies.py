@@ -26,6 +26,9 @@ LOW_CONFIDENCE_HINT = N_("Tip: a closer, sharper photo of a single digit in dark
 NO_DIGIT_TEXT = N_(
     "I couldn't find a digit in that image. Try a closer photo of one digit in dark ink on plain light paper."
 )
+NOT_A_DIGIT_TEXT = N_(
+    "That doesn't look like a digit to me. I read handwritten digits 0-9: please send a photo of one or of a number."
+)
 NOT_IMAGE_TEXT = N_("That doesn't look like an image I can read. Please send a photo or a PNG, JPEG or WebP file.")
 NOT_STILL_TEXT = N_("I can only read still images: please send a photo or a static sticker.")
 UNAVAILABLE_TEXT = N_("The recognizer is unavailable right now. Please try again in a minute.")
@@ -102,6 +105,7 @@ def number_text(answer: Answer, tr: Translate = english, style: Style = PLAIN) -
 
 _FIXED = {
     Outcome.NO_DIGIT: NO_DIGIT_TEXT,
+    Outcome.NOT_A_DIGIT: NOT_A_DIGIT_TEXT,
     Outcome.NOT_IMAGE: NOT_IMAGE_TEXT,
     Outcome.NOT_STILL: NOT_STILL_TEXT,
     Outcome.UNAVAILABLE: UNAVAILABLE_TEXT,

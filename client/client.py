@@ -68,6 +68,12 @@ class SeveralDigits(InvalidInput):
     default_reason = Reason.SEVERAL_DIGITS.value
 
 
+class NotADigit(InvalidInput):
+    """A letter, a symbol or a drawing: the server's model says it is no digit at all."""
+
+    default_reason = Reason.NOT_A_DIGIT.value
+
+
 class BadRequest(InvalidInput):
     """The server could not parse the request's bytes (a client built against another contract)."""
 
@@ -104,6 +110,7 @@ _INVALID_BY_REASON: dict[str, type[DigitsError]] = {
     Reason.IMAGE_TOO_LARGE: ImageTooLarge,
     Reason.BAD_PIXELS: BadPixels,
     Reason.SEVERAL_DIGITS: SeveralDigits,
+    Reason.NOT_A_DIGIT: NotADigit,
     Reason.BAD_REQUEST: BadRequest,
 }
 

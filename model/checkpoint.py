@@ -4,12 +4,18 @@ safetensors holds only tensors and string metadata, so loading a checkpoint neve
 (no unpickling). The metadata carries the model configuration, the calibration temperature and a
 version; a SHA-256 over the tensors makes a tampered or corrupted file fail loudly instead of
 serving wrong answers.
+
+A checkpoint may also hold the not-a-digit gate (model/gate.py): its tensors under "gate.", its
+configuration, threshold and the SHA-256 of the encoder weights it was trained on under the "gate"
+metadata key. A gate is only valid for those exact weights: saving an encoder that has changed
+since (a fine-tune) drops the gate, with a warning, rather than ship one that reads other features.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +24,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.encoder import DigitEncoder, EncoderConfig
+from model.gate import NotADigitGate, Served
+
+log = logging.getLogger(__name__)
+GATE_PREFIX = "gate."
 
 FORMAT = "digits-encoder/1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +45,11 @@ class LoadedModel:
     temperature: float
     version: str
     metadata: dict[str, str] = field(default_factory=dict)
+    gate: NotADigitGate | None = None  # with `.threshold` and `.encoder_sha256` set
+
+    def served(self) -> Served:
+        """The served computation: images in [0, 1] -> 10 calibrated probabilities + P(not a digit)."""
+        return Served(self.model, self.temperature, self.gate).eval()
 
 
 def resolve_device(flag: str) -> torch.device:
@@ -64,9 +79,24 @@ def save_checkpoint(
     temperature: float = 1.0,
     version: str | None = None,
     extra: dict[str, str] | None = None,
+    gate: NotADigitGate | None = None,
 ) -> str:
-    """Write `model` to `path`; returns the version string stored in the file."""
+    """Write `model` (and `gate`, if it was trained on exactly these weights) to `path`; returns
+    the version string stored in the file."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    encoder_sha256 = tensors_digest(state)
+    gate_meta = {}
+    if gate is not None and getattr(gate, "encoder_sha256", None) != encoder_sha256:
+        log.warning("not saving the not-a-digit gate: it was trained on other encoder weights (run digits-train-gate)")
+        gate = None
+    if gate is not None:
+        state.update({GATE_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in gate.state_dict().items()})
+        gate_meta = {
+            "gate": json.dumps(
+                {"config": gate.config(), "threshold": float(gate.threshold), "encoder_sha256": encoder_sha256},
+                sort_keys=True,
+            )
+        }
     digest = tensors_digest(state)
     version = version or f"encoder-{digest[:12]}"
     metadata = {
@@ -75,6 +105,7 @@ def save_checkpoint(
         "temperature": repr(float(temperature)),
         "version": version,
         "sha256": digest,
+        **gate_meta,
         **(extra or {}),
     }
     path = Path(path)
@@ -119,6 +150,7 @@ def load_checkpoint(path: Path | str = DEFAULT_CHECKPOINT, device: str | torch.d
         raise CheckpointError(f"{path}: cannot read tensors ({exc})") from exc
     if tensors_digest(state) != expected:
         raise CheckpointError(f"{path}: weights do not match their checksum: the file was modified or corrupted")
+    gate = _load_gate(path, meta, state)  # takes the gate's tensors out of `state`
     model = DigitEncoder(config)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -130,4 +162,27 @@ def load_checkpoint(path: Path | str = DEFAULT_CHECKPOINT, device: str | torch.d
         )
     model.load_state_dict(state)
     model.eval().to(device)
-    return LoadedModel(model, config, temperature, version, meta)
+    if gate is not None:
+        if gate.encoder_sha256 != tensors_digest(state):
+            raise CheckpointError(f"{path}: the not-a-digit gate was trained on other encoder weights")
+        gate.eval().to(device)
+    return LoadedModel(model, config, temperature, version, meta, gate)
+
+
+def _load_gate(path: Path, meta: dict[str, str], state: dict[str, torch.Tensor]) -> NotADigitGate | None:
+    tensors = {k[len(GATE_PREFIX) :]: state.pop(k) for k in [k for k in state if k.startswith(GATE_PREFIX)]}
+    if "gate" not in meta:
+        if tensors:
+            raise CheckpointError(f"{path}: gate weights without their description")
+        return None
+    try:
+        described = json.loads(meta["gate"])
+        gate = NotADigitGate(**described["config"])
+        gate.threshold = float(described["threshold"])
+        gate.encoder_sha256 = str(described["encoder_sha256"])
+        gate.load_state_dict(tensors)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the not-a-digit gate does not load ({exc})") from exc
+    if not 0.0 < gate.threshold < 1.0:
+        raise CheckpointError(f"{path}: implausible not-a-digit threshold {gate.threshold}")
+    return gate

@@ -163,8 +163,9 @@ class DigitEncoder(nn.Module):
         x = images.reshape(b, g, p, g, p)
         return x.permute(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images as floats in [0, 1], shape (b, 1, 28, 28) or (b, 28, 28); returns logits (b, classes)."""
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as floats in [0, 1], shape (b, 1, 28, 28) or (b, 28, 28); returns the final token
+        states (b, tokens, dim), after the last norm (the not-a-digit gate reads them too)."""
         x = (images - MNIST_MEAN) / MNIST_STD
         x = self.patch_embed(self.patchify(x))
         if self.cfg.pool == "cls":
@@ -172,9 +173,14 @@ class DigitEncoder(nn.Module):
         x = self.drop(x + self.pos_embed)
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x)
-        pooled = x[:, 0] if self.cfg.pool == "cls" else x.mean(dim=1)
-        return self.head(pooled)
+        return self.norm(x)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 0] if self.cfg.pool == "cls" else tokens.mean(dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as floats in [0, 1], shape (b, 1, 28, 28) or (b, 28, 28); returns logits (b, classes)."""
+        return self.head(self.pool(self.tokens(images)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -12,6 +12,9 @@ import grpc
 from digits.v1.errors import Reason
 
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_A_DIGIT_MESSAGE = (
+    "that doesn't look like a digit (a letter, a symbol or a drawing?): send a photo of handwritten digits 0-9"
+)
 
 CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.NO_INPUT: _INVALID,
@@ -22,6 +25,7 @@ CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.BAD_PIXELS: _INVALID,
     Reason.NO_DIGIT_FOUND: _INVALID,
     Reason.SEVERAL_DIGITS: _INVALID,
+    Reason.NOT_A_DIGIT: _INVALID,
     Reason.MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.QUEUE_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.SHUTTING_DOWN: grpc.StatusCode.UNAVAILABLE,

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.shape import NUM_CLASSES
+from model.shape import NUM_CLASSES, SERVED_COLUMNS
 
-Row = tuple[int, float, list[float]]  # (digit, confidence, probabilities) for one request
+# (digit, confidence, probabilities) for one request: the 10 calibrated digit probabilities. For an
+# image the not-a-digit gate refuses, digit is model.shape.NOT_A_DIGIT_INDEX and confidence P(not a digit).
+Row = tuple[int, float, list[float]]
 
 OK, ERROR = b"\x00", b"\x01"  # first byte of a reply
 
@@ -55,14 +57,14 @@ class ModelInfo:
 
 
 def rows(digits: np.ndarray, probs: np.ndarray) -> list[Row]:
-    """The one place arrays become per-request rows: digits (n,) and probabilities (n, 10)."""
+    """The one place arrays become per-request rows: digits (n,) and probabilities (n, 11)."""
     n = len(digits)
     conf = probs[np.arange(n), digits]
-    return list(zip(digits.tolist(), conf.tolist(), probs.tolist(), strict=True))
+    return list(zip(digits.tolist(), conf.tolist(), probs[:, :NUM_CLASSES].tolist(), strict=True))
 
 
 def encode_reply(digits: np.ndarray, probs: np.ndarray) -> bytes:
-    """A batch's answer as bytes for the pipe: OK, n digit bytes, n x 10 float32."""
+    """A batch's answer as bytes for the pipe: OK, n digit bytes, n x 11 float32."""
     return OK + digits.astype(np.uint8).tobytes() + probs.astype(np.float32).tobytes()
 
 
@@ -75,5 +77,5 @@ def decode_reply(reply: bytes, n: int) -> list[Row]:
     if reply[:1] == ERROR:
         raise RuntimeError(f"inference failed: {reply[1:].decode(errors='replace')}")
     digits = np.frombuffer(reply, dtype=np.uint8, count=n, offset=1)
-    probs = np.frombuffer(reply, dtype=np.float32, offset=1 + n).reshape(n, NUM_CLASSES)
+    probs = np.frombuffer(reply, dtype=np.float32, offset=1 + n).reshape(n, SERVED_COLUMNS)
     return rows(digits, probs)

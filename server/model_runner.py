@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_device
-from model.shape import IMAGE_SIZE, PIXELS_LEN
+from model.shape import IMAGE_SIZE, NOT_A_DIGIT_INDEX, NUM_CLASSES, PIXELS_LEN
 from server.model_protocol import Row, rows
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def preload(path: Path | str | None, runtime: str) -> None:
     if runtime in ("onnx", "onnx-int8"):
         from server.runtimes import export_onnx
 
-        export_onnx(loaded.model.eval(), float(loaded.temperature), int8=runtime == "onnx-int8")
+        export_onnx(loaded.served(), int8=runtime == "onnx-int8")
 
 
 class ModelRunner:
@@ -48,9 +48,11 @@ class ModelRunner:
             # One intra-op thread per spare core: the event loop and preprocessing workers need CPU too.
             torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
         loaded = load_checkpoint(path or DEFAULT_CHECKPOINT, device=self.device)
-        self.model = loaded.model.eval()
+        self.model = loaded.served()  # images -> 10 calibrated probabilities + P(not a digit)
         self.version = loaded.version
         self.temperature = float(loaded.temperature)
+        # An image whose P(not a digit) reaches this is answered NOT_A_DIGIT_INDEX; 1.1 never does (no gate).
+        self.not_a_digit_threshold = float(loaded.gate.threshold) if loaded.gate is not None else 1.1
         # `runtime` "onnx" / "onnx-int8": server/runtimes.py, checked against eager; if it cannot be
         # had, TorchScript (graph) or eager as before.
         self._compiled = None
@@ -58,7 +60,7 @@ class ModelRunner:
             from server.runtimes import build
 
             threads = torch.get_num_threads()  # the intra-op threads chosen above
-            self._compiled = build("onnx", self.model, self.temperature, threads, int8=runtime == "onnx-int8")
+            self._compiled = build("onnx", self.model, threads, int8=runtime == "onnx-int8")
         if self._compiled is not None:
             self.runtime = runtime
         else:
@@ -90,17 +92,18 @@ class ModelRunner:
     @torch.inference_mode()
     def predict_arrays(self, pixels: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Same arithmetic as the offline evaluation (uint8 -> float / 255), then softmax(logits / T).
-        Returns the digits (n,) and the probabilities (n, 10) as arrays, cheap to ship between processes."""
+        Returns the digits (n,) and the probabilities (n, 11: the 10 digits, then P(not a digit)) as
+        arrays, cheap to ship between processes; an image the gate refuses has digit NOT_A_DIGIT_INDEX."""
         if self._compiled is not None:
             probs = self._compiled(np.frombuffer(pixels, dtype=np.uint8).reshape(n, PIXELS_LEN))
-            return probs.argmax(axis=1), probs
-        x = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(n, 1, IMAGE_SIZE, IMAGE_SIZE)
-        if self.device.type != "cpu":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.float().div_(255)
-        probs = torch.softmax(self.model(x).float() / self.temperature, dim=1)
-        digit = probs.argmax(dim=1)
-        return digit.cpu().numpy(), probs.cpu().numpy()
+        else:
+            x = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(n, 1, IMAGE_SIZE, IMAGE_SIZE)
+            if self.device.type != "cpu":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            probs = self.model(x.float().div_(255)).float().cpu().numpy()
+        digits = probs[:, :NUM_CLASSES].argmax(axis=1)
+        digits[probs[:, NUM_CLASSES] >= self.not_a_digit_threshold] = NOT_A_DIGIT_INDEX
+        return digits, probs
 
     def predict(self, pixels: bytes, n: int) -> list[Row]:
         return rows(*self.predict_arrays(pixels, n))

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 
 from digits.v1 import digits_pb2
 
+from model.shape import NOT_A_DIGIT_INDEX
 from preprocessing.reading import best_option
 
 # sigmoid(A * logit(p) + B); (1, 0) would be the identity. Refit with the command in the module docstring.
 CALIBRATION = (0.4944, 0.4123)  # 350 numbers from validation digits, all NUMBER_STYLES, seed 1
 
-Row = tuple[int, float, list[float]]  # the batcher's answer per image: digit, confidence, probabilities
+# The batcher's answer per image: digit, confidence, probabilities; digit NOT_A_DIGIT_INDEX (with
+# confidence P(not a digit)) for a glyph the model's gate refused.
+Row = tuple[int, float, list[float]]
 Slots = list[tuple[str, list[list[tuple[bytes, tuple[int, int, int, int]]]], list[float]]]
 
 
@@ -33,6 +36,7 @@ class Chosen:
     text: str
     raw_confidence: float  # before the fitted map
     digits: list[tuple[bytes, tuple[int, int, int, int], Row]]
+    refused: bool = False  # every chosen glyph is, by the model's gate, no digit: Read answers NOT_A_DIGIT
 
 
 def calibrated(p: float, calibration: tuple[float, float] = CALIBRATION) -> float:
@@ -42,24 +46,34 @@ def calibrated(p: float, calibration: tuple[float, float] = CALIBRATION) -> floa
     return 1.0 / (1.0 + math.exp(-z))
 
 
+def as_digit(row: Row) -> tuple[Row, bool]:
+    """A refused glyph read as its likeliest digit, with that digit's probability times P(it is a
+    digit at all): inside a number it stays in the text, as a doubtful digit, not silently dropped."""
+    digit, confidence, probabilities = row
+    if digit != NOT_A_DIGIT_INDEX:
+        return row, False
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    return (best, probabilities[best] * (1.0 - confidence), probabilities), True
+
+
 def choose(slots: Slots, rows: list[Row]) -> Chosen:
     """`rows` answer every image of every option of every slot, in that order."""
     k = 0
-    text, confidence, digits = "", 1.0, []
+    text, confidence, digits, refused = "", 1.0, [], []
     for separator, options, priors in slots:
         answered = []
         for option in options:
-            answered.append(rows[k : k + len(option)])
+            answered.append([as_digit(row) for row in rows[k : k + len(option)]])
             k += len(option)
-        best, share = best_option([[row[1] for row in a] for a in answered], priors)
-        text += separator + "".join(str(row[0]) for row in answered[best])
-        confidence *= share * math.prod(row[1] for row in answered[best])
-        digits += [(px, box, row) for (px, box), row in zip(options[best], answered[best], strict=True)]
-    return Chosen(text, confidence, digits)
+        best, share = best_option([[row[1] for row, _ in a] for a in answered], priors)
+        text += separator + "".join(str(row[0]) for row, _ in answered[best])
+        confidence *= share * math.prod(row[1] for row, _ in answered[best])
+        digits += [(px, box, row) for (px, box), (row, _) in zip(options[best], answered[best], strict=True)]
+        refused += [r for _, r in answered[best]]
+    return Chosen(text, confidence, digits, bool(refused) and all(refused))
 
 
-def response(slots: Slots, rows: list[Row], model_version: str) -> digits_pb2.ReadResponse:
-    chosen = choose(slots, rows)
+def response(chosen: Chosen, model_version: str) -> digits_pb2.ReadResponse:
     return digits_pb2.ReadResponse(
         text=chosen.text,
         confidence=calibrated(chosen.raw_confidence),

@@ -2,7 +2,8 @@
 at start-up, and `torch.export` + AOTInductor (compiled to a shared library with the C++ compiler).
 
 Each runtime is the whole per-batch computation (uint8 pixels -> /255 -> encoder -> softmax of
-logits / T) in one graph, so one call per batch crosses into it, and it is kept only after its
+logits / T, and the not-a-digit gate: `model.gate.Served`) in one graph, so one call per batch
+crosses into it, and it is kept only after its
 probabilities match eager's on a probe batch (`PROBE_TOLERANCE`); the full check, every one of the
 10,000 MNIST test images, is tests/unit/test_runtimes.py and benchmarks/runtime_bench.py.
 `build` returns None (and logs why) when a runtime is unavailable or differs: the runner then
@@ -23,28 +24,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.shape import IMAGE_SIZE, NUM_CLASSES
+from model.shape import IMAGE_SIZE, NUM_CLASSES, SERVED_COLUMNS
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx", "aoti", "torchscript", "eager")
 PROBE_TOLERANCE = 1e-4  # largest |p_runtime - p_eager| accepted on the start-up probe
 
-# pixels (n, 784) uint8 -> probabilities (n, 10) float32
+# pixels (n, 784) uint8 -> (n, 11) float32: 10 calibrated probabilities, then P(not a digit)
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 class Calibrated(nn.Module):
-    """The served computation as one module: raw 0..255 pixels in, calibrated probabilities out."""
+    """The served computation as one module: raw 0..255 pixels in, `Served`'s columns out."""
 
-    def __init__(self, model: nn.Module, temperature: float) -> None:
+    def __init__(self, served: nn.Module) -> None:
         super().__init__()
-        self.model = model
-        self.temperature = float(temperature)
+        self.served = served
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE).float() / 255.0
-        return torch.softmax(self.model(x).float() / self.temperature, dim=1)
+        return self.served(pixels.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE).float() / 255.0)
 
 
 def _example(n: int = 4) -> torch.Tensor:
@@ -61,11 +60,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DIGITS_CACHE_DIR") or Path.home() / ".cache" / "digits")
 
 
-def _model_key(model: nn.Module, temperature: float, *extra: str) -> str:
-    """A digest of the weights, the temperature, torch's version and `extra`: a cached export is
-    reused only for exactly the model (and exporter) it was made from."""
-    digest = hashlib.sha256(f"{temperature!r}|{torch.__version__}|{'|'.join(extra)}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
+def _model_key(served: nn.Module, *extra: str) -> str:
+    """A digest of the weights (the gate's too), the temperature, torch's version and `extra`: a
+    cached export is reused only for exactly the model (and exporter) it was made from."""
+    digest = hashlib.sha256(f"{served.temperature!r}|{torch.__version__}|{'|'.join(extra)}".encode())
+    for name, tensor in sorted(served.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
@@ -74,17 +73,17 @@ def _model_key(model: nn.Module, temperature: float, *extra: str) -> str:
 _exported: dict[Path, bytes] = {}  # this process's exports, for when the cache folder is not writable
 
 
-def export_onnx(model: nn.Module, temperature: float, int8: bool = False) -> bytes:
+def export_onnx(served: nn.Module, int8: bool = False) -> bytes:
     """The calibrated module as ONNX bytes (torch.onnx, dynamo exporter, dynamic batch). Exporting
     takes 5-20 s on a small CPU, so the bytes are cached on disk under a digest of the weights."""
-    path = cache_dir() / f"digits-{_model_key(model, temperature, 'onnx', 'int8' if int8 else 'fp32')}.onnx"
+    path = cache_dir() / f"digits-{_model_key(served, 'onnx', 'int8' if int8 else 'fp32')}.onnx"
     if path in _exported:
         return _exported[path]
     try:
         return path.read_bytes()
     except OSError:
         pass
-    module = Calibrated(model, temperature).eval()
+    module = Calibrated(served).eval()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (_example(),), dynamo=True, dynamic_shapes=_batch_dim(), verbose=False)
@@ -102,11 +101,11 @@ def export_onnx(model: nn.Module, temperature: float, int8: bool = False) -> byt
     return data
 
 
-def onnx_session(model: nn.Module, temperature: float, threads: int | None, int8: bool = False) -> Predict:
+def onnx_session(served: nn.Module, threads: int | None, int8: bool = False) -> Predict:
     """An ONNX Runtime CPU session over the exported calibrated module."""
     import onnxruntime as ort
 
-    data = export_onnx(model, temperature, int8=int8)
+    data = export_onnx(served, int8=int8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 1
     options.inter_op_num_threads = 1
@@ -135,12 +134,12 @@ def _quantize_int8(data: bytes) -> bytes:
         return dst.read_bytes()
 
 
-def aoti_package(model: nn.Module, temperature: float, threads: int | None) -> Predict:
+def aoti_package(served: nn.Module, threads: int | None) -> Predict:
     """torch.export the calibrated module and compile it ahead of time with AOTInductor (needs a C++
     compiler; the compiled package is cached by Inductor, so a restart reuses it)."""
     import torch._inductor
 
-    module = Calibrated(model, temperature).eval()
+    module = Calibrated(served).eval()
     with torch.no_grad():
         exported = torch.export.export(module, (_example(),), dynamic_shapes=_batch_dim())
         tmp = tempfile.mkdtemp(prefix="digits-aoti-")
@@ -155,9 +154,9 @@ def aoti_package(model: nn.Module, temperature: float, threads: int | None) -> P
     return predict
 
 
-def reference(model: nn.Module, temperature: float) -> Predict:
+def reference(served: nn.Module) -> Predict:
     """Eager PyTorch, the offline evaluation's arithmetic: what every runtime is compared with."""
-    module = Calibrated(model, temperature).eval()
+    module = Calibrated(served).eval()
 
     def predict(pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -171,14 +170,14 @@ def agrees(got: np.ndarray, want: np.ndarray, tolerance: float = PROBE_TOLERANCE
     return (
         got.shape == want.shape
         and got.ndim == 2
-        and got.shape[1] == NUM_CLASSES
-        and np.array_equal(got.argmax(1), want.argmax(1))
+        and got.shape[1] == SERVED_COLUMNS
+        and np.array_equal(got[:, :NUM_CLASSES].argmax(1), want[:, :NUM_CLASSES].argmax(1))
         and float(np.abs(got - want).max()) <= tolerance
     )
 
 
 def build(
-    kind: str, model: nn.Module, temperature: float, threads: int | None, int8: bool = False, check: bool = True
+    kind: str, served: nn.Module, threads: int | None, int8: bool = False, check: bool = True
 ) -> Predict | None:
     """The runtime `kind` ("onnx" or "aoti") checked against eager on a probe, or None (logged).
 
@@ -188,20 +187,20 @@ def build(
     probe = _example(64).numpy()
     try:
         if kind == "onnx":
-            predict = onnx_session(model, temperature, threads, int8=int8)
+            predict = onnx_session(served, threads, int8=int8)
         elif kind == "aoti":
-            predict = aoti_package(model, temperature, threads)
+            predict = aoti_package(served, threads)
         else:
             raise ValueError(f"unknown runtime {kind!r}")
         got = predict(probe)
-        want = reference(model, temperature)(probe)
+        want = reference(served)(probe)
     except Exception as exc:  # a missing package or compiler, an operator the exporter cannot take
         log.warning("runtime %s unavailable, falling back: %s", kind, exc)
         return None
     if not check:
         return predict
     if int8:
-        ok = got.shape == want.shape and bool(np.all(np.abs(got.sum(1) - 1) < 1e-3))
+        ok = got.shape == want.shape and bool(np.all(np.abs(got[:, :NUM_CLASSES].sum(1) - 1) < 1e-3))
     else:
         ok = agrees(got, want)
     if not ok:
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint (default: the shipped one)")
     args = p.parse_args(argv)
     loaded = load_checkpoint(args.model)
-    export_onnx(loaded.model.eval(), float(loaded.temperature))
+    export_onnx(loaded.served())
     print(f"exported {loaded.version} into {cache_dir()}")
     return 0
 

@@ -14,10 +14,10 @@ import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, rich_status
 
-from model.shape import PIXELS_LEN
+from model.shape import NOT_A_DIGIT_INDEX, PIXELS_LEN
 from server import feedback_service, reading
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
-from server.failures import RequestFailed
+from server.failures import NOT_A_DIGIT_MESSAGE, RequestFailed
 from server.feedback_store import FeedbackStore
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
@@ -216,7 +216,10 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             rows = await batcher.submit_many([outcomes[i] for i in good], context.time_remaining()) if good else []
         results = [digits_pb2.PredictResult() for _ in items]
         for i, row in zip(good, rows, strict=True):
-            results[i].prediction.CopyFrom(self._response(outcomes[i], *row))
+            try:
+                results[i].prediction.CopyFrom(self._response(outcomes[i], *row))
+            except RequestFailed as failure:  # this item is not a digit
+                outcomes[i] = failure.with_traceback(None)
         for i, outcome in enumerate(outcomes):
             if isinstance(outcome, RequestFailed):
                 results[i].error.reason, results[i].error.message = outcome.reason.value, outcome.message
@@ -233,7 +236,10 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             rows = await batcher.submit_many(images, context.time_remaining())
         # Rows may carry the version of the model that computed them (server/model_reload.py).
         version = rows[0][3] if rows and len(rows[0]) > 3 else self.model_version
-        return reading.response(slots, [row[:3] for row in rows], version)
+        chosen = reading.choose(slots, [row[:3] for row in rows])
+        if chosen.refused:  # every glyph is a letter, a symbol or a doodle
+            raise RequestFailed(Reason.NOT_A_DIGIT, NOT_A_DIGIT_MESSAGE)
+        return reading.response(chosen, version)
 
     async def _predict_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         session = StreamSession(
@@ -260,6 +266,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     def _response(
         self, pixels: bytes, digit: int, confidence: float, probabilities: list[float], version: str | None = None
     ) -> digits_pb2.PredictResponse:
+        if digit == NOT_A_DIGIT_INDEX:  # the model's gate refused the image (model/gate.py)
+            raise RequestFailed(Reason.NOT_A_DIGIT, NOT_A_DIGIT_MESSAGE)
         return digits_pb2.PredictResponse(
             digit=digit,
             confidence=confidence,

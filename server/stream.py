@@ -141,12 +141,8 @@ class StreamSession:
         if exc is not None:
             self._answer_error(rid, exc)
             return
-        answer = digits_pb2.PredictStreamResponse(id=rid)
         # The row may carry the version of the model that computed it (server/model_reload.py).
-        answer.result.prediction.CopyFrom(self.response(pixels, *future.result()))
-        self._answers.put_nowait(answer)
-        if self.on_item is not None:
-            self.on_item("OK")
+        self._answer_row(rid, pixels, future.result())
 
     def _answer_image(self, rid: int, task: asyncio.Future) -> None:
         self._pending.discard(task)
@@ -157,8 +153,16 @@ class StreamSession:
             self._answer_error(rid, exc)
             return
         pixels, row = task.result()
+        self._answer_row(rid, pixels, row)
+
+    def _answer_row(self, rid: int, pixels: bytes, row: tuple) -> None:
+        try:
+            prediction = self.response(pixels, *row)
+        except Exception as exc:  # noqa: BLE001 - NOT_A_DIGIT is this item's answer; anything else a bug
+            self._answer_error(rid, exc)
+            return
         answer = digits_pb2.PredictStreamResponse(id=rid)
-        answer.result.prediction.CopyFrom(self.response(pixels, *row))
+        answer.result.prediction.CopyFrom(prediction)
         self._answers.put_nowait(answer)
         if self.on_item is not None:
             self.on_item("OK")

@@ -382,7 +382,9 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
     print(
         f"test accuracy {test_report.accuracy:.4%}  loss {test_report.loss:.4f}  "
         f"ECE {test_report.ece:.4%} (T={temperature:.3f}; uncalibrated {uncalibrated.ece:.4%})\n"
-        f"checkpoint: {out}  version {version}"
+        f"checkpoint: {out}  version {version}\n"
+        f"it has no not-a-digit gate yet (letters and doodles would be read as digits): "
+        f"digits-train-gate --checkpoint {out}"
     )
     return summary
 

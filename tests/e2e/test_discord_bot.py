@@ -19,7 +19,7 @@ from PIL import Image
 
 from bots.core import Recognizer
 from bots.discord_bot import NO_IMAGE_TEXT, DiscordConfig, serve
-from bots.replies import NO_DIGIT_TEXT, NOT_IMAGE_TEXT, UNAVAILABLE_TEXT
+from bots.replies import NO_DIGIT_TEXT, NOT_A_DIGIT_TEXT, NOT_IMAGE_TEXT, UNAVAILABLE_TEXT
 from client import DigitsClient
 from testkit.fake_discord import (
     CALLBACK_CHANNEL_MESSAGE,
@@ -27,6 +27,7 @@ from testkit.fake_discord import (
     EPHEMERAL_FLAG,
     FakeDiscord,
 )
+from testkit.not_digits import refused_photos
 from testkit.photos import blank_photo, phone_photo
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -221,6 +222,12 @@ async def test_corrupt_image_gets_not_an_image(fake, bot):
     reply = await fake.final_reply(token)
     assert reply.kind == "followup" and reply.content == NOT_IMAGE_TEXT
     assert attachment["id"] in fake.cdn_downloads  # metadata looked fine, so it was downloaded and checked
+
+
+async def test_a_letter_gets_not_a_digit(fake, bot, shipped_model_path):
+    letter = refused_photos(shipped_model_path)[1]
+    token = await fake.invoke_slash("digit", fake.attachment(letter.photo), user=fake.new_user())
+    assert (await fake.final_reply(token)).content == NOT_A_DIGIT_TEXT
 
 
 async def test_blank_photo_gets_no_digit(fake, bot):

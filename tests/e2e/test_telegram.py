@@ -22,6 +22,7 @@ from bots.redact import protect_secrets
 from bots.telegram_bot import DOWNLOAD_FAILED, RECOGNIZER_KEY, STATIC_STICKERS_ONLY, build_application
 from client import DigitsClient
 from testkit.fake_telegram import BOT_USERNAME, FakeTelegram
+from testkit.not_digits import refused_photos
 from testkit.photos import phone_photo
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -142,6 +143,14 @@ async def test_image_documents_and_static_stickers_are_read(fake, bot, digits_se
                 _, mid = fake.document(data, mime_type=mime, file_name=name, chat_id=user, user_id=user)
             reply = (await fake.wait_for("sendMessage", reply_to=mid))[0]
             assert f"<b>{expected.digit}</b> ({expected.confidence:.0%} sure)" in text_of(reply), (kind, name)
+
+
+async def test_a_letter_is_not_a_digit(fake, bot, shipped_model_path):
+    user = new_user()
+    _, mid = fake.photo(refused_photos(shipped_model_path)[0].photo, chat_id=user, user_id=user)
+    reply = (await fake.wait_for("sendMessage", reply_to=mid))[0]
+    assert text_of(reply) == core.NOT_A_DIGIT_TEXT
+    assert "reply_markup" not in reply.params  # nothing to correct: no buttons
 
 
 async def test_blank_photo_says_no_digit(fake, bot):

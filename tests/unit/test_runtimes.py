@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.gate import Served
 from server import runtimes
 from server.model_runner import ModelRunner
 
@@ -40,39 +41,41 @@ def in_chunks(predict, images: np.ndarray, size: int = 500) -> np.ndarray:
 
 
 def test_onnx_matches_eager_on_the_whole_test_set(cache, loaded, mnist_test):
-    onnx = runtimes.build("onnx", loaded.model.eval(), loaded.temperature, threads=1)
+    onnx = runtimes.build("onnx", loaded.served(), threads=1)
     assert onnx is not None, "ONNX Runtime should be available and match eager on the probe"
     images = mnist_test.images.numpy().reshape(len(mnist_test.images), -1)
     got = in_chunks(onnx, images)
-    want = in_chunks(runtimes.reference(loaded.model, loaded.temperature), images)
-    assert got.shape == want.shape == (10_000, 10)
-    assert np.array_equal(got.argmax(1), want.argmax(1)), f"{(got.argmax(1) != want.argmax(1)).sum()} differ"
+    want = in_chunks(runtimes.reference(loaded.served()), images)
+    assert got.shape == want.shape == (10_000, 11)  # the 10 digits, then P(not a digit)
+    got_digits, want_digits = got[:, :10].argmax(1), want[:, :10].argmax(1)
+    assert np.array_equal(got_digits, want_digits), f"{(got_digits != want_digits).sum()} differ"
     assert float(np.abs(got - want).max()) <= TOLERANCE
     labels = mnist_test.labels.numpy()
-    assert (got.argmax(1) == labels).sum() == (want.argmax(1) == labels).sum()
+    assert (got_digits == labels).sum() == (want_digits == labels).sum()
     assert list(cache.glob("digits-*.onnx")), "the export is cached for the next start"
 
 
 def test_the_cached_export_is_reused_and_keyed_by_the_weights(cache, loaded):
-    first = runtimes.export_onnx(loaded.model, loaded.temperature)
+    first = runtimes.export_onnx(loaded.served())
     files = set(cache.glob("digits-*.onnx"))
-    assert runtimes.export_onnx(loaded.model, loaded.temperature) == first and set(cache.glob("digits-*.onnx")) == files
-    other = runtimes._model_key(loaded.model, loaded.temperature * 2, "onnx", "fp32")
-    assert other != runtimes._model_key(loaded.model, loaded.temperature, "onnx", "fp32")
+    assert runtimes.export_onnx(loaded.served()) == first and set(cache.glob("digits-*.onnx")) == files
+    key = runtimes._model_key(loaded.served(), "onnx", "fp32")
+    assert runtimes._model_key(Served(loaded.model, loaded.temperature * 2, loaded.gate), "onnx", "fp32") != key
+    assert runtimes._model_key(Served(loaded.model, loaded.temperature, None), "onnx", "fp32") != key  # the gate too
 
 
 def test_answers_beyond_the_tolerance_are_refused(cache, loaded):
     """int8 weights move probabilities far beyond the probe's tolerance: the check that keeps a
     runtime (fp32) would refuse them. int8 is built only when asked for, as not exact."""
     probe = runtimes._example(64).numpy()
-    eager = runtimes.reference(loaded.model, loaded.temperature)(probe)
-    fp32 = runtimes.build("onnx", loaded.model, loaded.temperature, 1)
-    int8 = runtimes.build("onnx", loaded.model, loaded.temperature, 1, int8=True)
+    eager = runtimes.reference(loaded.served())(probe)
+    fp32 = runtimes.build("onnx", loaded.served(), 1)
+    int8 = runtimes.build("onnx", loaded.served(), 1, int8=True)
     assert fp32 is not None and int8 is not None
     assert runtimes.agrees(fp32(probe), eager)
     assert not runtimes.agrees(int8(probe), eager)
     assert not runtimes.agrees(eager[:, ::-1], eager) and not runtimes.agrees(eager[:10], eager)
-    assert runtimes.build("no-such-runtime", loaded.model, loaded.temperature, 1) is None
+    assert runtimes.build("no-such-runtime", loaded.served(), 1) is None
 
 
 def test_the_runner_serves_onnx_and_falls_back(cache, shipped_model_path, mnist_test):
@@ -91,7 +94,7 @@ def test_a_broken_onnx_model_falls_back_to_torchscript_or_eager(tmp_path, shippe
     """A cached export that ONNX Runtime cannot load (here: garbage) must not stop the server."""
     monkeypatch.setenv("DIGITS_CACHE_DIR", str(tmp_path))
     loaded = load_checkpoint(shipped_model_path)
-    key = runtimes._model_key(loaded.model, loaded.temperature, "onnx", "fp32")
+    key = runtimes._model_key(loaded.served(), "onnx", "fp32")
     (tmp_path / f"digits-{key}.onnx").write_bytes(b"not an onnx model")
     assert ModelRunner(shipped_model_path, "cpu", threads=1, runtime="onnx").runtime == "eager"
     assert ModelRunner(shipped_model_path, "cpu", threads=1, graph=True, runtime="onnx").runtime == "torchscript"

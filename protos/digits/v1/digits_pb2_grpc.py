@@ -78,6 +78,7 @@ class DigitClassifierServicer:
         """Classify one digit. Errors carry a google.rpc.ErrorInfo detail (domain "digits.v1") whose
         reason tells them apart: NO_DIGIT_FOUND, UNREADABLE_IMAGE, IMAGE_TOO_LARGE, BAD_PIXELS, ...
         An image that clearly holds several digits fails with SEVERAL_DIGITS: use Read for numbers.
+        A letter, a symbol or a drawing the model's gate judges no digit at all fails with NOT_A_DIGIT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,8 +139,9 @@ class DigitClassifierServicer:
 
     def Read(self, request, context):
         """Every digit in the image, in reading order (a number, several numbers, several lines). Errors
-        as for Predict (NO_DIGIT_FOUND when there is none, UNREADABLE_IMAGE, ...). The digits of one
-        image go through the dynamic batcher together.
+        as for Predict (NO_DIGIT_FOUND when there is none, UNREADABLE_IMAGE, ...; NOT_A_DIGIT when every
+        glyph is no digit, while a glyph refused among digits stays, as a doubtful digit). The digits of
+        one image go through the dynamic batcher together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

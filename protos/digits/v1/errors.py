@@ -25,6 +25,7 @@ class Reason(StrEnum):
     BAD_PIXELS = "BAD_PIXELS"
     NO_DIGIT_FOUND = "NO_DIGIT_FOUND"
     SEVERAL_DIGITS = "SEVERAL_DIGITS"  # Predict on a picture of a number: Read answers it
+    NOT_A_DIGIT = "NOT_A_DIGIT"  # a letter, a symbol, a doodle: the model's not-a-digit gate refused it
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     QUEUE_FULL = "QUEUE_FULL"
     SHUTTING_DOWN = "SHUTTING_DOWN"

@@ -1,0 +1,150 @@
+"""The not-a-digit gate: its place in the checkpoint, the served columns, the model process's rows,
+Read's choice, `digits-train-gate`, and what the shipped gate refuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, tensors_digest
+from model.encoder import DigitEncoder, EncoderConfig
+from model.gate import NotADigitGate, Served
+from model.shape import NOT_A_DIGIT_INDEX, SERVED_COLUMNS
+from server import reading
+from server.model_protocol import decode_reply, encode_reply
+from server.model_runner import ModelRunner
+from training import gate as gate_training
+from training import outliers
+
+SMALL = EncoderConfig(dim=32, depth=1, heads=2)
+
+
+def gated(threshold: float = 0.9) -> tuple[DigitEncoder, NotADigitGate]:
+    torch.manual_seed(0)
+    encoder = DigitEncoder(SMALL).eval()
+    gate = NotADigitGate(SMALL.dim, hidden=16).eval()
+    gate.threshold = threshold
+    gate.encoder_sha256 = tensors_digest(encoder.state_dict())
+    return encoder, gate
+
+
+def test_a_gate_is_saved_with_its_encoder_and_served_as_an_eleventh_column(tmp_path):
+    encoder, gate = gated(0.8)
+    path = tmp_path / "gated.safetensors"
+    save_checkpoint(path, encoder, 0.7, gate=gate)
+    loaded = load_checkpoint(path)
+    assert loaded.gate is not None and loaded.gate.threshold == pytest.approx(0.8)
+    images = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = Served(encoder, 0.7, gate)(images), loaded.served()(images)
+    assert got.shape == (5, SERVED_COLUMNS) and torch.allclose(got, want)
+    assert torch.allclose(got[:, :NOT_A_DIGIT_INDEX].sum(1), torch.ones(5))
+    assert torch.allclose(got[:, :NOT_A_DIGIT_INDEX], torch.softmax(encoder(images) / 0.7, 1))  # digits untouched
+    assert ((got[:, NOT_A_DIGIT_INDEX] > 0) & (got[:, NOT_A_DIGIT_INDEX] < 1)).all()
+
+
+def test_a_gate_for_other_weights_is_not_saved_and_a_checkpoint_without_one_serves_zero(tmp_path, caplog):
+    encoder, gate = gated()
+    with torch.no_grad():
+        encoder.head.bias.add_(0.1)  # a fine-tune moved the weights the gate was trained on
+    path = tmp_path / "tuned.safetensors"
+    with caplog.at_level(logging.WARNING, logger="model.checkpoint"):
+        save_checkpoint(path, encoder, 1.0, gate=gate)
+    assert "not saving the not-a-digit gate" in caplog.text
+    loaded = load_checkpoint(path)
+    assert loaded.gate is None and "gate" not in loaded.metadata
+    with torch.no_grad():
+        assert (loaded.served()(torch.rand(3, 1, 28, 28))[:, NOT_A_DIGIT_INDEX] == 0).all()
+
+
+def test_a_gate_bound_to_other_weights_is_refused_on_load(tmp_path):
+    encoder, gate = gated()
+    path = tmp_path / "gated.safetensors"
+    save_checkpoint(path, encoder, 1.0, gate=gate)
+    with safe_open(str(path), framework="pt") as fh:
+        meta, state = dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    described = json.loads(meta["gate"])
+    described["encoder_sha256"] = "0" * 64
+    save_file(state, str(path), metadata={**meta, "gate": json.dumps(described)})  # tensors (and their sha256) intact
+    with pytest.raises(CheckpointError, match="other encoder weights"):
+        load_checkpoint(path)
+    save_file(state, str(path), metadata={k: v for k, v in meta.items() if k != "gate"})
+    with pytest.raises(CheckpointError, match="without their description"):
+        load_checkpoint(path)
+
+
+def test_the_model_process_answers_not_a_digit_above_the_threshold(tmp_path):
+    encoder, gate = gated()
+    images = (np.random.default_rng(0).random((16, 784)) * 255).astype(np.uint8)
+    with torch.no_grad():
+        scores = Served(encoder, 1.0, gate)(torch.from_numpy(images).float().div(255).view(-1, 1, 28, 28))
+    gate.threshold = float(np.median(scores[:, NOT_A_DIGIT_INDEX].numpy()))  # half of them refused
+    path = tmp_path / "gated.safetensors"
+    save_checkpoint(path, encoder, 1.0, gate=gate)
+    digits, probs = ModelRunner(path, "cpu", threads=1).predict_arrays(images.tobytes(), 16)
+    refused = probs[:, NOT_A_DIGIT_INDEX] >= gate.threshold
+    assert 0 < refused.sum() < 16
+    assert (digits[refused] == NOT_A_DIGIT_INDEX).all() and (digits[~refused] < NOT_A_DIGIT_INDEX).all()
+    rows = decode_reply(encode_reply(digits, probs), 16)  # as the rows cross the pipe to the batcher
+    for (digit, confidence, probabilities), p, r in zip(rows, probs, refused, strict=True):
+        assert len(probabilities) == 10
+        assert confidence == pytest.approx(p[NOT_A_DIGIT_INDEX] if r else p[:10].max())
+        assert (digit == NOT_A_DIGIT_INDEX) == r
+
+
+def test_read_refuses_only_when_every_glyph_is_no_digit():
+    box = (0, 0, 10, 10)
+    slots = [("", [[(b"a", box)]], [1.0]), ("", [[(b"b", box)]], [1.0])]
+    probs = [0.0] * 10
+    probs[4], probs[1] = 0.9, 0.1
+    letter, four = (NOT_A_DIGIT_INDEX, 0.99, probs), (4, 0.9, probs)
+    assert reading.choose(slots, [letter, letter]).refused
+    mixed = reading.choose(slots, [four, letter])
+    assert not mixed.refused and mixed.text == "44"  # the refused glyph stays, as its likeliest digit
+    assert mixed.digits[1][2][1] == pytest.approx(0.9 * 0.01)  # ... with P(digit) * P(it is a digit at all)
+    assert mixed.raw_confidence == pytest.approx(0.9 * 0.9 * 0.01)
+
+
+def test_choose_threshold_keeps_within_the_budget():
+    scores = torch.tensor([0.1, 0.2, 0.95, 0.99, 0.999, 0.3, 0.97, 0.5, 0.6, 0.7])
+    correct = torch.tensor([True] * 9 + [False])
+    th = gate_training.choose_threshold(scores, correct, max_loss=0.1)  # 1 of 10 may go
+    assert ((scores >= th) & correct).sum() <= 1 and th > 0.99
+    assert gate_training.choose_threshold(scores, correct, max_loss=0.0) > 0.999
+
+
+def test_digits_train_gate_adds_a_gate_and_leaves_the_digits_alone(tmp_path, shipped_model_path, mnist_dir, capsys):
+    out = tmp_path / "gated.safetensors"
+    args = ["--checkpoint", str(shipped_model_path), "--out", str(out), "--data-dir", str(mnist_dir), "--no-download",
+            "--digits", "3000", "--outliers", "1500", "--rendered", "30", "--epochs", "3", "--heldout", "200",
+            "--workers", "1"]  # fmt: skip
+    assert gate_training.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "MNIST test: accuracy" in printed and "held-out non-digits" in printed
+    before, after = load_checkpoint(shipped_model_path), load_checkpoint(out)
+    assert after.gate is not None and 0.5 <= after.gate.threshold < 1.0 and "+gate-" in after.version
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(after.model(images), before.model(images))  # the encoder is exactly the same
+    assert json.loads(after.metadata["gate_args"])["digits"] == "3000"
+    assert after.metadata["test_accuracy"] == before.metadata["test_accuracy"]  # the model card's figures carried
+
+
+def test_the_shipped_gate_refuses_non_digits_and_almost_no_digits(shipped_model_path, mnist_test):
+    loaded = load_checkpoint(shipped_model_path)
+    assert loaded.gate is not None, "the shipped checkpoint carries a not-a-digit gate"
+    served = loaded.served()
+    others = np.stack([o.image for o in outliers.generate(300, "heldout", seed=3)])
+    with torch.no_grad():
+        p_other = served(torch.from_numpy(others).float().div(255).unsqueeze(1))[:, NOT_A_DIGIT_INDEX]
+        out = torch.cat([served(x.float().div(255).unsqueeze(1)) for x in mnist_test.images.split(2000)])
+    refused = out[:, NOT_A_DIGIT_INDEX] >= loaded.gate.threshold
+    right = out[:, :NOT_A_DIGIT_INDEX].argmax(1) == mnist_test.labels
+    assert (p_other >= loaded.gate.threshold).float().mean() >= 0.75, "held-out letters, symbols and doodles"
+    assert (right & ~refused).float().mean() >= 0.9938, "MNIST test, refusals counted as errors"
