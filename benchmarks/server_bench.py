@@ -33,6 +33,7 @@ import torch
 from digits.v1 import digits_pb2, digits_pb2_grpc
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from model.shape import NOT_A_DIGIT_INDEX
 from server.model_runner import ModelRunner
 from testkit.photos import phone_photo
 from testkit.proctree import cpu_seconds, tree_cpu_seconds
@@ -119,8 +120,10 @@ async def drive(
                 try:
                     await call(requests[i % len(requests)], timeout=30)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "no digit" in (exc.details() or ""):
-                        no_digit += 1  # an answer: the photo generator made a digit the preprocessing rejects
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        # An answer: a photo the preprocessing finds no digit in, or an image the
+                        # model's gate refuses (NOT_A_DIGIT: 13 of the 10,000 MNIST test digits).
+                        no_digit += 1
                     else:
                         errors += 1
                 t1 = time.perf_counter()
@@ -179,7 +182,8 @@ async def drive_stream(
                 t1 = time.perf_counter()
                 t0 = sent.pop(answer.id)
                 slots.release()
-                if answer.result.WhichOneof("outcome") == "error":
+                refused = answer.result.error.reason in ("NO_DIGIT_FOUND", "NOT_A_DIGIT")
+                if answer.result.WhichOneof("outcome") == "error" and not refused:
                     errors += 1
                 elif measure_from <= t1 <= stop_at:
                     answered += 1
@@ -253,11 +257,16 @@ async def idle_latency(target: str, request, n: int = 300) -> tuple[float, float
 
 
 async def exactness(target: str, split, model: Path) -> dict:
-    """All test images as `pixels` through the server vs the offline evaluation's accuracy."""
+    """All test images as `pixels` through the server vs the offline evaluation's accuracy; an image
+    the not-a-digit gate refuses counts as digit 10 (never right) on both sides."""
     loaded = load_checkpoint(model)
     logits = collect_logits(loaded.model, split)
     offline = report(logits, split.labels, loaded.temperature)
     offline_pred = logits.argmax(1).numpy()
+    if loaded.gate is not None:
+        with torch.no_grad():
+            out = torch.cat([loaded.served()(x.float().div(255).unsqueeze(1)) for x in split.images.split(1000)])
+        offline_pred[(out[:, NOT_A_DIGIT_INDEX] >= loaded.gate.threshold).numpy()] = NOT_A_DIGIT_INDEX
     images = split.images.numpy()
     sem = asyncio.Semaphore(256)
     async with grpc.aio.insecure_channel(target) as channel:
@@ -265,7 +274,13 @@ async def exactness(target: str, split, model: Path) -> dict:
 
         async def one(i: int) -> int:
             async with sem:
-                return (await stub.Predict(digits_pb2.PredictRequest(pixels=images[i].tobytes()), timeout=60)).digit
+                try:
+                    request = digits_pb2.PredictRequest(pixels=images[i].tobytes())
+                    return (await stub.Predict(request, timeout=60)).digit
+                except grpc.aio.AioRpcError as exc:
+                    if "doesn't look like a digit" in (exc.details() or ""):
+                        return NOT_A_DIGIT_INDEX
+                    raise
 
         served = np.array(await asyncio.gather(*(one(i) for i in range(len(images)))))
     labels = split.labels.numpy()
@@ -274,7 +289,9 @@ async def exactness(target: str, split, model: Path) -> dict:
         "server_correct": int((served == labels).sum()),
         "offline_correct": int((offline_pred == labels).sum()),
         "server_accuracy": float((served == labels).mean()),
-        "offline_accuracy": float(offline.accuracy),
+        "offline_accuracy": float((offline_pred == labels).mean()),  # the gate's refusals as errors
+        "offline_accuracy_without_gate": float(offline.accuracy),
+        "refused_not_a_digit": int((served == NOT_A_DIGIT_INDEX).sum()),
         "predictions_differing_from_offline": int((served != offline_pred).sum()),
         "model_version": loaded.version,
     }
@@ -286,7 +303,7 @@ def line(run: Run) -> str:
     return (
         f"{run.name:<34} {run.rps:9.0f} {run.p50_ms:8.2f} {run.p95_ms:8.2f} {run.p99_ms:8.2f} {batch} {cpu}"
         f" {run.errors:6d}"
-        + (f"  ({run.no_digit} answered NO_DIGIT_FOUND)" if run.no_digit else "")
+        + (f"  ({run.no_digit} answered NO_DIGIT_FOUND or NOT_A_DIGIT)" if run.no_digit else "")
     )
 
 
@@ -410,7 +427,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         same = e["server_correct"] == e["offline_correct"]
         checks.append((f"{e['images']} pixels: server {e['server_correct']} correct ({e['server_accuracy']:.4f}) vs "
                        f"offline evaluation {e['offline_correct']} ({e['offline_accuracy']:.4f}), "
-                       f"{e['predictions_differing_from_offline']} predictions differ",
+                       f"{e['predictions_differing_from_offline']} predictions differ, "
+                       f"{e['refused_not_a_digit']} answered NOT_A_DIGIT",
                        same and e["predictions_differing_from_offline"] == 0, "exactly equal"))  # fmt: skip
     for text, ok, target in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}  (target {target})")

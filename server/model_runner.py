@@ -48,6 +48,8 @@ class ModelRunner:
             # One intra-op thread per spare core: the event loop and preprocessing workers need CPU too.
             torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
         loaded = load_checkpoint(path or DEFAULT_CHECKPOINT, device=self.device)
+        if loaded.config.num_classes != NUM_CLASSES:
+            raise ValueError(f"the model answers {loaded.config.num_classes} classes, not {NUM_CLASSES} digits")
         self.model = loaded.served()  # images -> 10 calibrated probabilities + P(not a digit)
         self.version = loaded.version
         self.temperature = float(loaded.temperature)

@@ -14,10 +14,13 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+import torch
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from PIL import Image
 
-from client import BadPixels, DigitsClient, InvalidInput, NoDigitFound, Overloaded, UnreadableImage
+from client import BadPixels, DigitsClient, InvalidInput, NoDigitFound, NotADigit, Overloaded, UnreadableImage
+from model.checkpoint import load_checkpoint
+from model.shape import NOT_A_DIGIT_INDEX
 from testkit.server_process import ServerProcess
 
 
@@ -109,12 +112,19 @@ async def test_each_item_gets_its_own_error_and_the_stream_goes_on(digits_server
     assert all(isinstance(r, InvalidInput) for r in (results[1], results[3], results[4]))
 
 
-async def test_many_items_through_the_client(digits_server, mnist_test, reference):
+async def test_many_items_through_the_client(digits_server, mnist_test, reference, shipped_model_path):
     images = mnist_test.images[:2000].numpy()
     async with DigitsClient(digits_server.target, timeout=60) as client:
         results = await client.predict_stream(pixels=[img.tobytes() for img in images])
-    assert [r.pixels for r in results] == [img.tobytes() for img in images]
-    assert [r.digit for r in results] == reference(images).argmax(1).tolist()
+    loaded = load_checkpoint(shipped_model_path)
+    with torch.inference_mode():
+        p_not = loaded.served()(torch.from_numpy(images).float().div(255).unsqueeze(1))[:, NOT_A_DIGIT_INDEX]
+    refused = (p_not >= loaded.gate.threshold).numpy()
+    assert 0 < refused.sum() < 10  # the not-a-digit gate refuses a few odd test digits
+    assert [isinstance(r, NotADigit) for r in results] == refused.tolist()
+    answered = [(i, r) for i, r in enumerate(results) if not refused[i]]
+    assert [r.pixels for _, r in answered] == [images[i].tobytes() for i, _ in answered]
+    assert [r.digit for _, r in answered] == reference(images)[~refused].argmax(1).tolist()
 
 
 async def test_a_cancelled_stream_leaves_the_server_serving(digits_server, mnist_test):
