@@ -172,6 +172,10 @@ def _prediction(r: digits_pb2.PredictResponse) -> Prediction:
     return Prediction(r.digit, r.confidence, list(r.probabilities), r.model_version, r.pixels)
 
 
+# The longest wait before sending a stream's QUEUE_FULL items again: doubling without a cap would, after a
+# dozen busy answers, wait minutes for a server that is busy for seconds (gRPC's own retries are capped too).
+MAX_BACKOFF = 2.0
+
 _UNAVAILABLE_REASONS = {Reason.DEADLINE_EXCEEDED, Reason.UNAVAILABLE, Reason.SHUTTING_DOWN, Reason.NOT_READY}
 
 
@@ -336,7 +340,7 @@ class DigitsClient:
                     results[i] = item_error(answer.error)
                     if answer.error.reason == Reason.QUEUE_FULL:
                         busy.append(i)
-            delay = self.backoff * (2**attempt) * random.uniform(0.75, 1.25)
+            delay = min(self.backoff * (2**attempt), MAX_BACKOFF) * random.uniform(0.75, 1.25)
             if not busy or attempt >= self.retries or time.monotonic() + delay >= deadline:
                 return results  # type: ignore[return-value]
             todo, attempt = busy, attempt + 1
