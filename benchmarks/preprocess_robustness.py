@@ -266,6 +266,8 @@ def read_number(clf: Classifier, data: bytes) -> tuple[str, float, float]:
     wire = [(s.separator, [[(d.pixels, d.box) for d in o] for o in s.options], list(s.priors)) for s in slots]
     rows = clf.rows([d.pixels for s in slots for o in s.options for d in o])
     chosen = read_answer.choose(wire, rows)
+    if chosen.refused:  # the server answers NOT_A_DIGIT: no reading
+        return "", 0.0, 0.0
     return chosen.text, read_answer.calibrated(chosen.raw_confidence), chosen.raw_confidence
 
 

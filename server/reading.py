@@ -36,7 +36,9 @@ class Chosen:
     text: str
     raw_confidence: float  # before the fitted map
     digits: list[tuple[bytes, tuple[int, int, int, int], Row]]
-    refused: bool = False  # every chosen glyph is, by the model's gate, no digit: Read answers NOT_A_DIGIT
+    # More than half of the chosen glyphs are, by the model's gate, no digit (a word, a drawing): Read
+    # answers NOT_A_DIGIT rather than a "number" made of letters read as their nearest digits.
+    refused: bool = False
 
 
 def calibrated(p: float, calibration: tuple[float, float] = CALIBRATION) -> float:
@@ -70,7 +72,7 @@ def choose(slots: Slots, rows: list[Row]) -> Chosen:
         confidence *= share * math.prod(row[1] for row, _ in answered[best])
         digits += [(px, box, row) for (px, box), (row, _) in zip(options[best], answered[best], strict=True)]
         refused += [r for _, r in answered[best]]
-    return Chosen(text, confidence, digits, bool(refused) and all(refused))
+    return Chosen(text, confidence, digits, 2 * sum(refused) > len(refused))
 
 
 def response(chosen: Chosen, model_version: str) -> digits_pb2.ReadResponse:

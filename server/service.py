@@ -237,7 +237,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         # Rows may carry the version of the model that computed them (server/model_reload.py).
         version = rows[0][3] if rows and len(rows[0]) > 3 else self.model_version
         chosen = reading.choose(slots, [row[:3] for row in rows])
-        if chosen.refused:  # every glyph is a letter, a symbol or a doodle
+        if chosen.refused:  # most glyphs are letters, symbols or doodles: a word, not a number
             raise RequestFailed(Reason.NOT_A_DIGIT, NOT_A_DIGIT_MESSAGE)
         return reading.response(chosen, version)
 

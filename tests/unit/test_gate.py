@@ -98,17 +98,19 @@ def test_the_model_process_answers_not_a_digit_above_the_threshold(tmp_path):
         assert (digit == NOT_A_DIGIT_INDEX) == r
 
 
-def test_read_refuses_only_when_every_glyph_is_no_digit():
+def test_read_refuses_only_when_most_glyphs_are_no_digit():
     box = (0, 0, 10, 10)
-    slots = [("", [[(b"a", box)]], [1.0]), ("", [[(b"b", box)]], [1.0])]
+    slots = [("", [[(px, box)]], [1.0]) for px in (b"a", b"b", b"c")]
     probs = [0.0] * 10
     probs[4], probs[1] = 0.9, 0.1
     letter, four = (NOT_A_DIGIT_INDEX, 0.99, probs), (4, 0.9, probs)
-    assert reading.choose(slots, [letter, letter]).refused
-    mixed = reading.choose(slots, [four, letter])
+    assert reading.choose(slots[:2], [letter, letter]).refused
+    assert reading.choose(slots, [letter, four, letter]).refused  # a word with one glyph like a digit
+    mixed = reading.choose(slots[:2], [four, letter])
     assert not mixed.refused and mixed.text == "44"  # the refused glyph stays, as its likeliest digit
     assert mixed.digits[1][2][1] == pytest.approx(0.9 * 0.01)  # ... with P(digit) * P(it is a digit at all)
     assert mixed.raw_confidence == pytest.approx(0.9 * 0.9 * 0.01)
+    assert not reading.choose(slots, [four, letter, four]).refused
 
 
 def test_choose_threshold_keeps_within_the_budget():

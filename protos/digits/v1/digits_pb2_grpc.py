@@ -139,8 +139,8 @@ class DigitClassifierServicer:
 
     def Read(self, request, context):
         """Every digit in the image, in reading order (a number, several numbers, several lines). Errors
-        as for Predict (NO_DIGIT_FOUND when there is none, UNREADABLE_IMAGE, ...; NOT_A_DIGIT when every
-        glyph is no digit, while a glyph refused among digits stays, as a doubtful digit). The digits of
+        as for Predict (NO_DIGIT_FOUND when there is none, UNREADABLE_IMAGE, ...; NOT_A_DIGIT when most
+        glyphs are no digit, while a glyph refused among digits stays, as a doubtful digit). The digits of
         one image go through the dynamic batcher together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
