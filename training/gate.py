@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint, tensors_digest
 from model.gate import NotADigitGate, encoder_outputs, gate_loss
-from training import outliers
+from training import outliers, tracking
 from training.augment import AugmentConfig, augment
 from training.data import add_data_arguments, load_split, train_val_split
 
@@ -84,7 +84,7 @@ def outputs(encoder, temperature: float, images: torch.Tensor, what: str) -> tup
     return torch.cat(logits), torch.cat(features)
 
 
-def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, seed: int) -> None:
+def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, seed: int, run=None) -> None:
     """Standardize on the training features, then AdamW on class-balanced binary cross-entropy."""
     x = torch.cat([pos, neg])
     y = torch.cat([torch.zeros(len(pos)), torch.ones(len(neg))])
@@ -94,14 +94,17 @@ def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(gate.parameters(), lr=2e-3, weight_decay=1e-3)
     gate.train()
-    for _ in tqdm(range(epochs), desc="gate", unit="epoch"):
+    for epoch in tqdm(range(epochs), desc="gate", unit="epoch"):
         perm = torch.randperm(len(x), generator=g)
+        total = 0.0
         for i in range(0, len(x), 512):
             b = perm[i : i + 512]
             loss = gate_loss(gate(x[b]), y[b], w[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            total += float(loss) * len(b)
+        tracking.log(run, {"epoch": epoch + 1, "gate/train_loss": total / len(x)})
     gate.eval()
 
 
@@ -130,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", type=int, default=1200, help="held-out non-digits measured at the end")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--version", default=None, help="version stored in the file (default: the encoder's + '+gate-DATE')")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/gate"), help="where the wandb run is written")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
+    p.add_argument("--wandb-project", default="digits")
+    p.add_argument("--wandb-name", default=None)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes rendering photos")
     add_data_arguments(p)
     args = p.parse_args(argv)
@@ -157,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         [outputs(encoder, temperature, x, "non-digit features")[1] for x in (others, *(augment(others, cfg, g),) * 2)]
     )
     gate = NotADigitGate(encoder.cfg.dim, hidden=args.hidden)
-    fit(gate, pos, neg, args.epochs, args.seed)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    params = sum(p.numel() for p in gate.parameters())
+    run = tracking.start(args, encoder.cfg, args.run_dir, params=params, disabled=args.no_wandb)
+    fit(gate, pos, neg, args.epochs, args.seed, run)
 
     val_logits, val_features = outputs(encoder, temperature, floats(val.images), "validation")
     with torch.no_grad():
@@ -187,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     extra["gate_args"] = json.dumps({k: str(v) for k, v in vars(args).items()}, sort_keys=True)
     version = args.version or f"{loaded.version.split('+')[0]}+gate-{time.strftime('%Y.%m.%d')}"
     version = save_checkpoint(out, encoder, temperature, version=version, extra=extra, gate=gate)
+    figures = {
+        "threshold": gate.threshold,
+        "mnist_test_accuracy": float(right.float().mean()),
+        "mnist_test_accuracy_with_gate": float(kept),
+        "mnist_test_refused": int(test_refused.sum()),
+        "heldout_refused": float(held_refused.float().mean()),
+    }
+    tracking.finish_gate(run, figures, out, version)
     print(f"wrote {out} ({version}) in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -108,3 +108,16 @@ def summary(run: Any, comparison: dict) -> None:
     run.summary.update(
         {f"finetune/{when}/{name}": value for when, row in comparison.items() for name, value in row.items()}
     )
+
+
+def finish_gate(run: Any, figures: dict, checkpoint: Path, version: str) -> None:
+    """`digits-train-gate`'s end: its figures in the run's summary and the checkpoint as an artifact."""
+    if run is None:
+        return
+    import wandb
+
+    run.summary.update({f"gate/{k}": v for k, v in figures.items()} | {"model_version": version})
+    artifact = wandb.Artifact("digits-encoder", type="model", metadata={"version": version, **figures})
+    artifact.add_file(str(checkpoint))
+    run.log_artifact(artifact)
+    run.finish()

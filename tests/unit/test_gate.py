@@ -121,14 +121,19 @@ def test_choose_threshold_keeps_within_the_budget():
     assert gate_training.choose_threshold(scores, correct, max_loss=0.0) > 0.999
 
 
-def test_digits_train_gate_adds_a_gate_and_leaves_the_digits_alone(tmp_path, shipped_model_path, mnist_dir, capsys):
+def test_digits_train_gate_adds_a_gate_and_leaves_the_digits_alone(
+    tmp_path, shipped_model_path, mnist_dir, capsys, monkeypatch
+):
     out = tmp_path / "gated.safetensors"
+    monkeypatch.setenv("WANDB_MODE", "offline")
     args = ["--checkpoint", str(shipped_model_path), "--out", str(out), "--data-dir", str(mnist_dir), "--no-download",
             "--digits", "3000", "--outliers", "1500", "--rendered", "30", "--epochs", "3", "--heldout", "200",
-            "--workers", "1"]  # fmt: skip
+            "--workers", "1", "--run-dir", str(tmp_path / "run")]  # fmt: skip
     assert gate_training.main(args) == 0
     printed = capsys.readouterr().out
     assert "MNIST test: accuracy" in printed and "held-out non-digits" in printed
+    (logged,) = (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb")  # the offline Weights & Biases run
+    assert b"gate/train_loss" in logged.read_bytes() and b"gate/threshold" in logged.read_bytes()
     before, after = load_checkpoint(shipped_model_path), load_checkpoint(out)
     assert after.gate is not None and 0.5 <= after.gate.threshold < 1.0 and "+gate-" in after.version
     images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(2))
