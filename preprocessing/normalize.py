@@ -85,9 +85,17 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
     else:
         source, (h, w) = fixed, fixed.shape
         long = max(h, w)
+    return fit_and_center(source)
+
+
+def fit_and_center(source: np.ndarray) -> np.ndarray:
+    """MNIST's framing of an ink crop in [0, 1]: long side fitted into the 20-pixel box, brightest ink
+    255, centre of mass at (14, 14). training/outliers.py frames its non-digits with it too, so they
+    differ from digits in shape only, never in framing."""
+    h, w = source.shape
+    long = max(h, w)
     bw, bh = max(1, round(w * BOX / long)), max(1, round(h * BOX / long))
-    small = _resize(source, bw, bh)
-    small = np.clip(small, 0.0, None)
+    small = np.clip(_resize(source, bw, bh), 0.0, None)
     peak = float(small.max())
     if peak <= 0:
         return np.zeros((SIZE, SIZE), np.uint8)

@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
 
 from model.shape import IMAGE_SIZE
+from preprocessing.normalize import fit_and_center
 
 KINDS = ("font-letter", "hand-letter", "symbol", "doodle")
 SPLITS = ("train", "heldout")
@@ -53,7 +54,6 @@ DOODLES = (
 )  # fmt: skip
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "/Library/Fonts", "C:/Windows/Fonts")
 CANVAS = 112  # drawing size: 4x the 28-pixel output, like the preprocessing's working canvas
-BOX, CENTER = 20, 14.0
 _SEEDS = {"train": 0x0E_7A1, "heldout": 0x4E1D_0}
 
 
@@ -99,18 +99,7 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(ink > 0.05)
     if len(ys) == 0:
         return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
-    h, w = crop.shape
-    long = max(h, w)
-    bw, bh = max(1, round(w * BOX / long)), max(1, round(h * BOX / long))
-    small = np.asarray(Image.fromarray(crop, mode="F").resize((bw, bh), Image.Resampling.BILINEAR), np.float32)
-    small = np.clip(small / max(float(small.max()), 1e-6), 0.0, 1.0)
-    cy, cx = ndi.center_of_mass(small)
-    top = int(np.clip(round(CENTER - cy), 0, IMAGE_SIZE - bh))
-    left = int(np.clip(round(CENTER - cx), 0, IMAGE_SIZE - bw))
-    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    out[top : top + bh, left : left + bw] = small
-    return np.round(out * 255).astype(np.uint8)
+    return fit_and_center(ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32))
 
 
 def _pen(rng: np.random.Generator) -> int:
