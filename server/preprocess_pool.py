@@ -238,6 +238,7 @@ class PreprocessPool:
         log.error("a preprocessing worker died (%s); its images get UNAVAILABLE, the pool was replaced", how)
 
     def close(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
+        for task in (self._warming, self._reporting):
+            if task is not None:
+                task.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
