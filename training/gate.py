@@ -103,7 +103,7 @@ def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
         tracking.log(run, {"epoch": epoch + 1, "gate/train_loss": total / len(x)})
     gate.eval()
 
