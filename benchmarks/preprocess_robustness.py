@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from model.shape import NOT_A_DIGIT_INDEX
+from model.shape import NOT_A_DIGIT_INDEX, SEVERAL_DIGITS_INDEX
 from preprocessing import PreprocessError, preprocess
 from preprocessing.mnist_style import ImageTooLargeError
 from preprocessing.reading import read
@@ -72,12 +72,14 @@ def naive(data: bytes) -> np.ndarray:
 
 class Classifier:
     """The checkpoint as the server runs it: calibrated probabilities softmax(logits / temperature),
-    and the not-a-digit gate, whose refusals come back as digit NOT_A_DIGIT_INDEX (never right)."""
+    the not-a-digit gate, whose refusals come back as digit NOT_A_DIGIT_INDEX, and the several-digits
+    head, whose flags come back as SEVERAL_DIGITS_INDEX (Predict's SEVERAL_DIGITS; never right)."""
 
     def __init__(self, path: Path) -> None:
         loaded = load_checkpoint(path)
         self.served, self.temperature, self.version = loaded.served(), loaded.temperature, loaded.version
         self.threshold = loaded.gate.threshold if loaded.gate is not None else 1.1
+        self.several_threshold = loaded.several.threshold if loaded.several is not None else 1.1
 
     @torch.no_grad()
     def _outputs(self, pixels) -> np.ndarray:
@@ -86,6 +88,7 @@ class Classifier:
 
     def _digits(self, out: np.ndarray) -> np.ndarray:
         pred = out[:, :NOT_A_DIGIT_INDEX].argmax(1)
+        pred[out[:, SEVERAL_DIGITS_INDEX] >= self.several_threshold] = SEVERAL_DIGITS_INDEX
         pred[out[:, NOT_A_DIGIT_INDEX] >= self.threshold] = NOT_A_DIGIT_INDEX
         return pred
 
@@ -100,7 +103,7 @@ class Classifier:
             return []
         out = self._outputs(np.stack(pixels))
         pred = self._digits(out)
-        return [(int(d), float(o[d]), o[:NOT_A_DIGIT_INDEX].tolist()) for d, o in zip(pred, out, strict=True)]
+        return [(int(d), float(o[d]), o.tolist()) for d, o in zip(pred, out, strict=True)]
 
 
 class Knn:
@@ -373,7 +376,9 @@ def notebook_and_crops(args: argparse.Namespace, clf: Classifier, digits, labels
         print(f"  {v:32s} {m.sum():4d} {100 * ok[m].mean():6.1f}%")
     several = []
     for style in ("photo", "scan", "sketch"):
-        several += [preprocess(s.data).several for s in render(style, digits, labels, n, args.seed)]
+        got = [preprocess(s.data) for s in render(style, digits, labels, n, args.seed)]
+        flagged = clf(np.stack([g.pixels for g in got]))[0] == SEVERAL_DIGITS_INDEX  # the several-digits head
+        several += [g.several or bool(f) for g, f in zip(got, flagged, strict=True)]
     print(f"single digits (photo/scan/sketch) wrongly refused as SEVERAL_DIGITS: {100 * np.mean(several):.1f}%")
 
 

@@ -123,8 +123,10 @@ async def failover(images: list[bytes], duration: float, users: int) -> None:
         for name, live, calls in phases:
             print(f"spread, {name}: " + spread([calls[i] for i in live]))
         latencies = [r.seconds * 1000 for r in load.records if not r.error]
-        print(f"latency p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
-              f"max {max(latencies):.1f} ms")
+        print(
+            f"latency p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
+            f"max {max(latencies):.1f} ms"
+        )
     finally:
         for s in servers:
             s.close()
@@ -168,7 +170,12 @@ async def reload_under_load(images: list[bytes], phase: float, users: int, warmu
                 for k in range(1, reloads + 1):
                     new = folder / f"new-{k}.safetensors"
                     new_version = save_checkpoint(
-                        new, loaded.model, loaded.temperature, version=f"bench-reloaded-{k}", gate=loaded.gate
+                        new,
+                        loaded.model,
+                        loaded.temperature,
+                        version=f"bench-reloaded-{k}",
+                        gate=loaded.gate,
+                        several=loaded.several,
                     )
                     before_from = time.perf_counter()
                     await asyncio.sleep(phase)
@@ -184,17 +191,23 @@ async def reload_under_load(images: list[bytes], phase: float, users: int, warmu
                     runs.append(_reload_figures(load.records, before_from, hup_at, switched_at))
                 await load.stop()
         failed = load.failures()
-        print(f"failed calls: {len(failed)} of {len(load.records)} (target 0)"
-              + (f"; first: {failed[0].error}" if failed else ""))
+        print(
+            f"failed calls: {len(failed)} of {len(load.records)} (target 0)"
+            + (f"; first: {failed[0].error}" if failed else "")
+        )
         print("reload  loaded in  p99 before  p99 SIGHUP..switch+1s  ratio  p99 +-1 s of switch  p50 before/loading")
         for k, f in enumerate(runs, 1):
-            print(f"{k:>6}  {f['load_s']:7.2f} s  {f['p99_before']:7.1f} ms  {f['p99_during']:14.1f} ms"
-                  f"        {f['p99_during'] / f['p99_before']:5.2f}x  {f['p99_around'] / f['p99_before']:13.2f}x"
-                  f"        {f['p50_before']:.1f} / {f['p50_loading']:.1f} ms")
+            print(
+                f"{k:>6}  {f['load_s']:7.2f} s  {f['p99_before']:7.1f} ms  {f['p99_during']:14.1f} ms"
+                f"        {f['p99_during'] / f['p99_before']:5.2f}x  {f['p99_around'] / f['p99_before']:13.2f}x"
+                f"        {f['p50_before']:.1f} / {f['p50_loading']:.1f} ms"
+            )
         ratios = sorted(f["p99_during"] / f["p99_before"] for f in runs)
         median = ratios[len(ratios) // 2]
-        print(f"p99 from SIGHUP until 1 s after the switch vs the {phase:g} s before: median {median:.2f}x,"
-              f" worst {ratios[-1]:.2f}x (target <= 2x)")
+        print(
+            f"p99 from SIGHUP until 1 s after the switch vs the {phase:g} s before: median {median:.2f}x,"
+            f" worst {ratios[-1]:.2f}x (target <= 2x)"
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

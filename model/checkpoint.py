@@ -9,6 +9,7 @@ A checkpoint may also hold the not-a-digit gate (model/gate.py): its tensors und
 configuration, threshold and the SHA-256 of the encoder weights it was trained on under the "gate"
 metadata key. A gate is only valid for those exact weights: saving an encoder that has changed
 since (a fine-tune) drops the gate, with a warning, rather than ship one that reads other features.
+The several-digits head (same module, same rules) lives under "several." and the "several" key.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from model.encoder import DigitEncoder, EncoderConfig
 from model.gate import NotADigitGate, Served
 
 log = logging.getLogger(__name__)
-GATE_PREFIX = "gate."
+# Heads bound to the encoder's exact weights: metadata key (also the tensors' prefix + ".") -> what it is
+HEADS = {"gate": "not-a-digit gate", "several": "several-digits head"}
 
 FORMAT = "digits-encoder/1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +48,12 @@ class LoadedModel:
     version: str
     metadata: dict[str, str] = field(default_factory=dict)
     gate: NotADigitGate | None = None  # with `.threshold` and `.encoder_sha256` set
+    several: NotADigitGate | None = None  # the several-digits head, the same way
 
     def served(self) -> Served:
-        """The served computation: images in [0, 1] -> 10 calibrated probabilities + P(not a digit)."""
-        return Served(self.model, self.temperature, self.gate).eval()
+        """The served computation: images in [0, 1] -> 10 calibrated probabilities + P(not a digit)
+        + P(several digits)."""
+        return Served(self.model, self.temperature, self.gate, self.several).eval()
 
 
 def resolve_device(flag: str) -> torch.device:
@@ -80,23 +84,24 @@ def save_checkpoint(
     version: str | None = None,
     extra: dict[str, str] | None = None,
     gate: NotADigitGate | None = None,
+    several: NotADigitGate | None = None,
 ) -> str:
-    """Write `model` (and `gate`, if it was trained on exactly these weights) to `path`; returns
-    the version string stored in the file."""
+    """Write `model` (and `gate` and `several`, each if it was trained on exactly these weights) to
+    `path`; returns the version string stored in the file."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     encoder_sha256 = tensors_digest(state)
     gate_meta = {}
-    if gate is not None and getattr(gate, "encoder_sha256", None) != encoder_sha256:
-        log.warning("not saving the not-a-digit gate: it was trained on other encoder weights (run digits-train-gate)")
-        gate = None
-    if gate is not None:
-        state.update({GATE_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in gate.state_dict().items()})
-        gate_meta = {
-            "gate": json.dumps(
-                {"config": gate.config(), "threshold": float(gate.threshold), "encoder_sha256": encoder_sha256},
-                sort_keys=True,
-            )
-        }
+    for key, head in (("gate", gate), ("several", several)):
+        if head is None:
+            continue
+        if getattr(head, "encoder_sha256", None) != encoder_sha256:
+            log.warning("not saving the %s: trained on other encoder weights (run digits-train-gate)", HEADS[key])
+            continue
+        state.update({f"{key}.{k}": v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()})
+        gate_meta[key] = json.dumps(
+            {"config": head.config(), "threshold": float(head.threshold), "encoder_sha256": encoder_sha256},
+            sort_keys=True,
+        )
     digest = tensors_digest(state)
     version = version or f"encoder-{digest[:12]}"
     metadata = {
@@ -150,7 +155,7 @@ def load_checkpoint(path: Path | str = DEFAULT_CHECKPOINT, device: str | torch.d
         raise CheckpointError(f"{path}: cannot read tensors ({exc})") from exc
     if tensors_digest(state) != expected:
         raise CheckpointError(f"{path}: weights do not match their checksum: the file was modified or corrupted")
-    gate = _load_gate(path, meta, state)  # takes the gate's tensors out of `state`
+    gate, several = (_load_head(path, meta, state, key) for key in HEADS)  # takes their tensors out of `state`
     model = DigitEncoder(config)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -162,27 +167,29 @@ def load_checkpoint(path: Path | str = DEFAULT_CHECKPOINT, device: str | torch.d
         )
     model.load_state_dict(state)
     model.eval().to(device)
-    if gate is not None:
-        if gate.encoder_sha256 != tensors_digest(state):
-            raise CheckpointError(f"{path}: the not-a-digit gate was trained on other encoder weights")
-        gate.eval().to(device)
-    return LoadedModel(model, config, temperature, version, meta, gate)
+    for key, head in zip(HEADS, (gate, several), strict=True):
+        if head is not None:
+            if head.encoder_sha256 != tensors_digest(state):
+                raise CheckpointError(f"{path}: the {HEADS[key]} was trained on other encoder weights")
+            head.eval().to(device)
+    return LoadedModel(model, config, temperature, version, meta, gate, several)
 
 
-def _load_gate(path: Path, meta: dict[str, str], state: dict[str, torch.Tensor]) -> NotADigitGate | None:
-    tensors = {k[len(GATE_PREFIX) :]: state.pop(k) for k in [k for k in state if k.startswith(GATE_PREFIX)]}
-    if "gate" not in meta:
+def _load_head(path: Path, meta: dict[str, str], state: dict[str, torch.Tensor], key: str) -> NotADigitGate | None:
+    prefix, what = key + ".", HEADS[key]
+    tensors = {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+    if key not in meta:
         if tensors:
-            raise CheckpointError(f"{path}: gate weights without their description")
+            raise CheckpointError(f"{path}: {key} weights without their description")
         return None
     try:
-        described = json.loads(meta["gate"])
-        gate = NotADigitGate(**described["config"])
-        gate.threshold = float(described["threshold"])
-        gate.encoder_sha256 = str(described["encoder_sha256"])
-        gate.load_state_dict(tensors)
+        described = json.loads(meta[key])
+        head = NotADigitGate(**described["config"])
+        head.threshold = float(described["threshold"])
+        head.encoder_sha256 = str(described["encoder_sha256"])
+        head.load_state_dict(tensors)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: the not-a-digit gate does not load ({exc})") from exc
-    if not 0.0 < gate.threshold < 1.0:
-        raise CheckpointError(f"{path}: implausible not-a-digit threshold {gate.threshold}")
-    return gate
+        raise CheckpointError(f"{path}: the {what} does not load ({exc})") from exc
+    if not 0.0 < head.threshold < 1.0:
+        raise CheckpointError(f"{path}: implausible {what} threshold {head.threshold}")
+    return head

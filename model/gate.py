@@ -8,8 +8,15 @@ answers on digits are untouched, and the head costs one 202x128 and one 128x1 ma
 image. It is trained by `digits-train-gate` (training/gate.py) and stored in the encoder's own
 checkpoint (model/checkpoint.py), bound to the exact encoder weights it was trained on.
 
+A second head of the same shape answers another question from the same features: is this one
+digit, or two digits run together (a touching "23" that segmentation could not part)? The encoder,
+trained on lone digits, reads a merged pair as one digit with full confidence; Read
+(server/reading.py) weighs each way to cut a glyph by this head, so a cut that yields two clear
+digits beats a "whole" that is really two. It is trained by `digits-train-gate` too.
+
 `Served` is the whole served computation: images in, the 10 calibrated digit probabilities plus
-P(not a digit) out (`model.shape.SERVED_COLUMNS`); the server's runtimes export exactly this.
+P(not a digit) and P(several digits) out (`model.shape.SERVED_COLUMNS`); the server's runtimes
+export exactly this.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ def feature_size(dim: int, classes: int = NUM_CLASSES) -> int:
 
 
 class NotADigitGate(nn.Module):
-    """Standardized features -> MLP -> one logit, positive for "not a digit"."""
+    """Standardized features -> MLP -> one logit, positive for "not a digit" (or, as the several-digits
+    head, for "digits run together")."""
 
     def __init__(self, dim: int, hidden: int = DEFAULT_HIDDEN, classes: int = NUM_CLASSES) -> None:
         super().__init__()
@@ -65,25 +73,32 @@ class NotADigitGate(nn.Module):
 
 
 class Served(nn.Module):
-    """Images as floats in [0, 1] -> (n, 11): softmax(logits / T) for the 10 digits, then
-    P(not a digit) from the gate (0 when the checkpoint has none)."""
+    """Images as floats in [0, 1] -> (n, 12): softmax(logits / T) for the 10 digits, then P(not a
+    digit) from the gate and P(several digits) from the second head (0 where the checkpoint has none)."""
 
-    def __init__(self, encoder: DigitEncoder, temperature: float, gate: NotADigitGate | None = None) -> None:
+    def __init__(
+        self,
+        encoder: DigitEncoder,
+        temperature: float,
+        gate: NotADigitGate | None = None,
+        several: NotADigitGate | None = None,
+    ) -> None:
         super().__init__()
         if encoder.cfg.pool != "cls":
-            gate = None  # the gate reads the class token; a mean-pooled encoder is served without one
+            gate = several = None  # the heads read the class token; a mean-pooled encoder is served without
         self.encoder = encoder
         self.temperature = float(temperature)
         self.gate = gate
+        self.several = several
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         scaled, features = encoder_outputs(self.encoder, self.temperature, images)
         probs = torch.softmax(scaled, dim=1)
-        if self.gate is None:
-            not_digit = torch.zeros_like(probs[:, :1])
-        else:
-            not_digit = torch.sigmoid(self.gate(features)).unsqueeze(1)
-        return torch.cat([probs, not_digit], dim=1)
+        heads = [
+            torch.zeros_like(probs[:, :1]) if head is None else torch.sigmoid(head(features)).unsqueeze(1)
+            for head in (self.gate, self.several)
+        ]
+        return torch.cat([probs, *heads], dim=1)
 
 
 def gate_loss(logits: torch.Tensor, not_digit: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

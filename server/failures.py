@@ -15,6 +15,7 @@ _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_A_DIGIT_MESSAGE = (
     "that doesn't look like a digit (a letter, a symbol or a drawing?): send a photo of handwritten digits 0-9"
 )
+SEVERAL_DIGITS_MESSAGE = "the image holds several digits; Predict reads one digit: use Read for numbers"
 
 CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.NO_INPUT: _INVALID,

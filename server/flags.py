@@ -77,4 +77,3 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, env: dic
     if token:  # the value is never printed
         printable = token.isascii() and token.isprintable() and " " not in token
         _check(parser, printable, "DIGITS_API_TOKEN must be printable ASCII without spaces")
-

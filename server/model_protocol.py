@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model.shape import NUM_CLASSES, SERVED_COLUMNS
+from model.shape import SERVED_COLUMNS
 
-# (digit, confidence, probabilities) for one request: the 10 calibrated digit probabilities. For an
-# image the not-a-digit gate refuses, digit is model.shape.NOT_A_DIGIT_INDEX and confidence P(not a digit).
+# (digit, confidence, probabilities) for one request: the served row (model.shape.SERVED_COLUMNS): the 10
+# calibrated digit probabilities, then P(not a digit) and P(several digits), which Read weighs its cuts by;
+# only the first 10 go on the wire. For an image the not-a-digit gate refuses, digit is
+# model.shape.NOT_A_DIGIT_INDEX and confidence P(not a digit).
 Row = tuple[int, float, list[float]]
 
 OK, ERROR = b"\x00", b"\x01"  # first byte of a reply
@@ -57,10 +59,10 @@ class ModelInfo:
 
 
 def rows(digits: np.ndarray, probs: np.ndarray) -> list[Row]:
-    """The one place arrays become per-request rows: digits (n,) and probabilities (n, 11)."""
+    """The one place arrays become per-request rows: digits (n,) and probabilities (n, SERVED_COLUMNS)."""
     n = len(digits)
     conf = probs[np.arange(n), digits]
-    return list(zip(digits.tolist(), conf.tolist(), probs[:, :NUM_CLASSES].tolist(), strict=True))
+    return list(zip(digits.tolist(), conf.tolist(), probs.tolist(), strict=True))
 
 
 def encode_reply(digits: np.ndarray, probs: np.ndarray) -> bytes:

@@ -35,7 +35,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
-from model.shape import NUM_CLASSES, PIXELS_LEN
+from model.shape import NUM_CLASSES, PIXELS_LEN, SERVED_COLUMNS
 from server.model_protocol import ModelInfo, ModelSettings, Row
 
 log = logging.getLogger("digits.server.reload")
@@ -83,9 +83,9 @@ def probe(runner: Runner) -> None:
     except Exception as exc:  # a reply of the wrong size cannot even be decoded into rows
         raise ModelRefused(f"its answers do not fit {NUM_CLASSES} classes for 28x28 images ({exc})") from None
     for _, confidence, probabilities in rows:
-        if len(probabilities) != NUM_CLASSES or not all(math.isfinite(p) for p in probabilities):
-            raise ModelRefused(f"it answered {len(probabilities)} probabilities, not {NUM_CLASSES} finite ones")
-        if abs(sum(probabilities) - 1.0) > 1e-3 or not 0.0 <= confidence <= 1.0:
+        if len(probabilities) != SERVED_COLUMNS or not all(math.isfinite(p) for p in probabilities):
+            raise ModelRefused(f"it answered {len(probabilities)} columns, not {SERVED_COLUMNS} finite ones")
+        if abs(sum(probabilities[:NUM_CLASSES]) - 1.0) > 1e-3 or not 0.0 <= confidence <= 1.0:
             raise ModelRefused("its probabilities do not sum to 1")
 
 
@@ -207,7 +207,10 @@ class ModelReloader:
                 self._current, self._digest, self._pinned = runner, digest, pinned
             log.info(
                 "model switched: %s -> %s (model_pid=%s runtime=%s)",
-                old.version, runner.version, runner.pid, runner.info.runtime,
+                old.version,
+                runner.version,
+                runner.pid,
+                runner.info.runtime,
             )
             self.reloads.labels("switched").inc()
             if self.on_switch is not None:

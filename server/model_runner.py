@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_device
-from model.shape import IMAGE_SIZE, NOT_A_DIGIT_INDEX, NUM_CLASSES, PIXELS_LEN
+from model.shape import IMAGE_SIZE, NOT_A_DIGIT_INDEX, NUM_CLASSES, PIXELS_LEN, SEVERAL_DIGITS_INDEX
 from server.model_protocol import Row, rows
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,13 @@ class ModelRunner:
         loaded = load_checkpoint(path or DEFAULT_CHECKPOINT, device=self.device)
         if loaded.config.num_classes != NUM_CLASSES:
             raise ValueError(f"the model answers {loaded.config.num_classes} classes, not {NUM_CLASSES} digits")
-        self.model = loaded.served()  # images -> 10 calibrated probabilities + P(not a digit)
+        self.model = loaded.served()  # images -> 10 calibrated probabilities + P(not a digit) + P(several)
         self.version = loaded.version
         self.temperature = float(loaded.temperature)
         # An image whose P(not a digit) reaches this is answered NOT_A_DIGIT_INDEX; 1.1 never does (no gate).
         self.not_a_digit_threshold = float(loaded.gate.threshold) if loaded.gate is not None else 1.1
+        # ... and one whose P(several digits) reaches this (digits run together) SEVERAL_DIGITS_INDEX.
+        self.several_threshold = float(loaded.several.threshold) if loaded.several is not None else 1.1
         # `runtime` "onnx" / "onnx-int8": server/runtimes.py, checked against eager; if it cannot be
         # had, TorchScript (graph) or eager as before.
         self._compiled = None
@@ -94,8 +96,9 @@ class ModelRunner:
     @torch.inference_mode()
     def predict_arrays(self, pixels: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Same arithmetic as the offline evaluation (uint8 -> float / 255), then softmax(logits / T).
-        Returns the digits (n,) and the probabilities (n, 11: the 10 digits, then P(not a digit)) as
-        arrays, cheap to ship between processes; an image the gate refuses has digit NOT_A_DIGIT_INDEX."""
+        Returns the digits (n,) and the probabilities (n, SERVED_COLUMNS: the 10 digits, then P(not a
+        digit) and P(several digits)) as arrays, cheap to ship between processes. An image the gate
+        refuses has digit NOT_A_DIGIT_INDEX; else one the several-digits head flags, SEVERAL_DIGITS_INDEX."""
         if self._compiled is not None:
             probs = self._compiled(np.frombuffer(pixels, dtype=np.uint8).reshape(n, PIXELS_LEN))
         else:
@@ -104,7 +107,8 @@ class ModelRunner:
                 x = x.pin_memory().to(self.device, non_blocking=True)
             probs = self.model(x.float().div_(255)).float().cpu().numpy()
         digits = probs[:, :NUM_CLASSES].argmax(axis=1)
-        digits[probs[:, NUM_CLASSES] >= self.not_a_digit_threshold] = NOT_A_DIGIT_INDEX
+        digits[probs[:, SEVERAL_DIGITS_INDEX] >= self.several_threshold] = SEVERAL_DIGITS_INDEX
+        digits[probs[:, NOT_A_DIGIT_INDEX] >= self.not_a_digit_threshold] = NOT_A_DIGIT_INDEX
         return digits, probs
 
     def predict(self, pixels: bytes, n: int) -> list[Row]:

@@ -26,12 +26,11 @@ from preprocessing import DEFAULT_MAX_PIXELS, ImageTooLargeError, PreprocessErro
 from preprocessing.decode import decoded_bytes
 from preprocessing.reading import read
 from server import memory
-from server.failures import RequestFailed
+from server.failures import SEVERAL_DIGITS_MESSAGE, RequestFailed
 
 log = logging.getLogger(__name__)
 
 NO_DIGIT = "no digit found in the image: send a photo of one handwritten digit"
-SEVERAL = "the image holds several digits; Predict reads one digit: use Read for numbers"
 TRIM_ABOVE = 32 * 1024 * 1024  # decoded bytes after which a worker hands its freed memory back
 
 
@@ -51,7 +50,7 @@ def _work(data: bytes, max_pixels: int, cost: int) -> bytes | RequestFailed:
     if not result.digit_found:
         return RequestFailed(Reason.NO_DIGIT_FOUND, NO_DIGIT)
     if result.several:
-        return RequestFailed(Reason.SEVERAL_DIGITS, SEVERAL)
+        return RequestFailed(Reason.SEVERAL_DIGITS, SEVERAL_DIGITS_MESSAGE)
     return result.pixels.astype("uint8", copy=False).tobytes()
 
 

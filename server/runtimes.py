@@ -61,9 +61,10 @@ def cache_dir() -> Path:
 
 
 def _model_key(served: nn.Module, *extra: str) -> str:
-    """A digest of the weights (the gate's too), the temperature, torch's version and `extra`: a
-    cached export is reused only for exactly the model (and exporter) it was made from."""
-    digest = hashlib.sha256(f"{served.temperature!r}|{torch.__version__}|{'|'.join(extra)}".encode())
+    """A digest of the weights (the heads' too), the temperature, the served columns, torch's version and
+    `extra`: a cached export is reused only for exactly the model (and exporter and output) it was made from."""
+    head = f"{served.temperature!r}|{SERVED_COLUMNS}|{torch.__version__}|{'|'.join(extra)}"
+    digest = hashlib.sha256(head.encode())
     for name, tensor in sorted(served.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -176,9 +177,7 @@ def agrees(got: np.ndarray, want: np.ndarray, tolerance: float = PROBE_TOLERANCE
     )
 
 
-def build(
-    kind: str, served: nn.Module, threads: int | None, int8: bool = False, check: bool = True
-) -> Predict | None:
+def build(kind: str, served: nn.Module, threads: int | None, int8: bool = False, check: bool = True) -> Predict | None:
     """The runtime `kind` ("onnx" or "aoti") checked against eager on a probe, or None (logged).
 
     int8 is never exact (probabilities move by up to ~0.25 on MNIST test, a few predictions

@@ -14,10 +14,10 @@ import grpc
 from digits.v1 import digits_pb2, digits_pb2_grpc
 from digits.v1.errors import Reason, rich_status
 
-from model.shape import NOT_A_DIGIT_INDEX, PIXELS_LEN
+from model.shape import NOT_A_DIGIT_INDEX, NUM_CLASSES, PIXELS_LEN, SEVERAL_DIGITS_INDEX
 from server import feedback_service, reading
 from server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
-from server.failures import NOT_A_DIGIT_MESSAGE, RequestFailed
+from server.failures import NOT_A_DIGIT_MESSAGE, SEVERAL_DIGITS_MESSAGE, RequestFailed
 from server.feedback_store import FeedbackStore
 from server.inference_process import InferenceUnavailable
 from server.metrics import Metrics
@@ -62,6 +62,8 @@ def _batcher_failure(exc: BaseException) -> RequestFailed:
     if isinstance(exc, BatcherClosed):
         return shutting_down()
     return RequestFailed(Reason.UNAVAILABLE, str(exc))  # the model process died; a retry reaches its replacement
+
+
 def _unencoded(request: digits_pb2.PredictRequest) -> bytes | None:
     """The request's checked pixels; None for an image the pool must decode; RequestFailed otherwise."""
     kind = request.WhichOneof("input")
@@ -180,7 +182,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             row = await batcher.submit(pixels, context.time_remaining())
         except BATCHER_ERRORS as exc:
             raise _batcher_failure(exc) from None
-        return self._response(pixels, *row)
+        return self._response(pixels, *row, image=request.WhichOneof("input") == "image")
 
     async def _predict_batch(self, request: digits_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext):
         batcher = self._ready_batcher()
@@ -215,9 +217,10 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         with _batcher_failures():
             rows = await batcher.submit_many([outcomes[i] for i in good], context.time_remaining()) if good else []
         results = [digits_pb2.PredictResult() for _ in items]
+        images = set(encoded)
         for i, row in zip(good, rows, strict=True):
             try:
-                results[i].prediction.CopyFrom(self._response(outcomes[i], *row))
+                results[i].prediction.CopyFrom(self._response(outcomes[i], *row, image=i in images))
             except RequestFailed as failure:  # this item is not a digit
                 outcomes[i] = failure.with_traceback(None)
         for i, outcome in enumerate(outcomes):
@@ -264,14 +267,27 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         return await self.preprocessor(request.image) if pixels is None else pixels
 
     def _response(
-        self, pixels: bytes, digit: int, confidence: float, probabilities: list[float], version: str | None = None
+        self,
+        pixels: bytes,
+        digit: int,
+        confidence: float,
+        probabilities: list[float],
+        version: str | None = None,
+        *,
+        image: bool = False,
     ) -> digits_pb2.PredictResponse:
         if digit == NOT_A_DIGIT_INDEX:  # the model's gate refused the image (model/gate.py)
             raise RequestFailed(Reason.NOT_A_DIGIT, NOT_A_DIGIT_MESSAGE)
+        if digit == SEVERAL_DIGITS_INDEX:  # the several-digits head: one glyph, but digits run together
+            if image:  # a photo of a touching "23": Read it
+                raise RequestFailed(Reason.SEVERAL_DIGITS, SEVERAL_DIGITS_MESSAGE)
+            # 28x28 pixels are one digit framed by the client (MNIST-style data): answered as that digit
+            digit = max(range(NUM_CLASSES), key=probabilities.__getitem__)
+            confidence = probabilities[digit]
         return digits_pb2.PredictResponse(
             digit=digit,
             confidence=confidence,
-            probabilities=probabilities,
+            probabilities=probabilities[:NUM_CLASSES],  # the heads' columns are the server's own business
             model_version=version or self.model_version,  # the model that computed it (a reload may follow)
             pixels=pixels,
         )

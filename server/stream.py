@@ -44,7 +44,7 @@ class StreamSession:
         *,
         check_pixels: Callable[[bytes], bytes],
         pixels_of: Callable[[digits_pb2.PredictRequest], Awaitable[bytes]],
-        response: Callable[..., digits_pb2.PredictResponse],  # (pixels, digit, confidence, probabilities[, version])
+        response: Callable[..., digits_pb2.PredictResponse],  # (pixels, *row, image=from an encoded image)
         classify: Classify,
         window: int = DEFAULT_WINDOW,
         on_item: Callable[[str], None] | None = None,
@@ -153,11 +153,11 @@ class StreamSession:
             self._answer_error(rid, exc)
             return
         pixels, row = task.result()
-        self._answer_row(rid, pixels, row)
+        self._answer_row(rid, pixels, row, image=True)
 
-    def _answer_row(self, rid: int, pixels: bytes, row: tuple) -> None:
+    def _answer_row(self, rid: int, pixels: bytes, row: tuple, image: bool = False) -> None:
         try:
-            prediction = self.response(pixels, *row)
+            prediction = self.response(pixels, *row, image=image)
         except Exception as exc:  # noqa: BLE001 - NOT_A_DIGIT is this item's answer; anything else a bug
             self._answer_error(rid, exc)
             return

@@ -12,8 +12,13 @@ most `--max-loss` of the validation digits the encoder reads correctly, so the g
 most about that much accuracy. The figures printed at the end (MNIST test accuracy with refusals
 counted as errors, held-out outliers refused) are measured on data the gate never saw.
 
+The same command trains the second head of model/gate.py, "several digits run together", on
+touching pairs of training digits (training/touching.py) against the same digits; its threshold is
+chosen the same way. `--heads` trains one of the two and keeps the other from the checkpoint.
+
     digits-train-gate                                   # the shipped checkpoint, in place
     digits-train-gate --checkpoint new.safetensors --out gated.safetensors
+    digits-train-gate --heads several                   # only the several-digits head
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from tqdm import tqdm
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint, tensors_digest
 from model.gate import NotADigitGate, encoder_outputs, gate_loss
-from training import outliers, tracking
+from training import outliers, touching, tracking
 from training.augment import AugmentConfig, augment
 from training.data import add_data_arguments, load_split, train_val_split
 
@@ -84,7 +89,9 @@ def outputs(encoder, temperature: float, images: torch.Tensor, what: str) -> tup
     return torch.cat(logits), torch.cat(features)
 
 
-def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, seed: int, run=None) -> None:
+def fit(
+    gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, seed: int, run=None, name: str = "gate"
+) -> None:
     """Standardize on the training features, then AdamW on class-balanced binary cross-entropy."""
     x = torch.cat([pos, neg])
     y = torch.cat([torch.zeros(len(pos)), torch.ones(len(neg))])
@@ -94,7 +101,7 @@ def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(gate.parameters(), lr=2e-3, weight_decay=1e-3)
     gate.train()
-    for epoch in tqdm(range(epochs), desc="gate", unit="epoch"):
+    for epoch in tqdm(range(epochs), desc=name, unit="epoch"):
         perm = torch.randperm(len(x), generator=g)
         total = 0.0
         for i in range(0, len(x), 512):
@@ -104,7 +111,7 @@ def fit(gate: NotADigitGate, pos: torch.Tensor, neg: torch.Tensor, epochs: int, 
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
-        tracking.log(run, {"epoch": epoch + 1, "gate/train_loss": total / len(x)})
+        tracking.log(run, {"epoch": epoch + 1, f"{name}/train_loss": total / len(x)})
     gate.eval()
 
 
@@ -131,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--max-loss", type=float, default=0.0005, help="validation digits the gate may refuse (0.0005)")
     p.add_argument("--heldout", type=int, default=1200, help="held-out non-digits measured at the end")
+    p.add_argument("--heads", choices=("both", "gate", "several"), default="both",
+                   help="which head to train; the other is kept from --checkpoint (default both)")  # fmt: skip
+    p.add_argument("--pairs", type=int, default=10000, help="touching pairs framed from arrays (default 10000)")
+    p.add_argument("--pairs-drawn", type=int, default=4000, help="touching pairs drawn as photos/scans/sketches "
+                   "and segmented by Read; about 2/3 stay one glyph (default 4000; ~1 min per 1000)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--version", default=None, help="version stored in the file (default: the encoder's + '+gate-DATE')")
     p.add_argument("--run-dir", type=Path, default=Path("runs/gate"), help="where the wandb run is written")
@@ -150,60 +162,87 @@ def main(argv: list[str] | None = None) -> int:
         train = type(train)(train.images[: args.digits], train.labels[: args.digits])
     test = load_split("test", args.data_dir, download=not args.no_download)
     rng = np.random.default_rng(args.seed)
-    bank = outliers.bank(args.outliers + args.rendered, "train", seed=args.seed)
-    print(f"{len(bank)} training non-digits drawn in {time.perf_counter() - t0:.0f} s", flush=True)
     picked = rng.choice(len(train.images), min(args.rendered, len(train.images)), replace=False)
     digits_sent = as_users_send(train.images.numpy()[picked], args.seed, "digits as photos", args.workers)
-    others_sent = as_users_send(bank[args.outliers :], args.seed + 1, "non-digits as photos", args.workers)
-
     cfg, g = AugmentConfig(), torch.Generator().manual_seed(args.seed)
     digits = torch.cat([floats(train.images), floats(digits_sent)])
-    others = torch.cat([floats(bank[: args.outliers]), floats(others_sent)])
     pos = torch.cat([outputs(encoder, temperature, x, "digit features")[1] for x in (digits, augment(digits, cfg, g))])
-    neg = torch.cat(
-        [outputs(encoder, temperature, x, "non-digit features")[1] for x in (others, *(augment(others, cfg, g),) * 2)]
-    )
-    gate = NotADigitGate(encoder.cfg.dim, hidden=args.hidden)
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    params = sum(p.numel() for p in gate.parameters())
-    run = tracking.start(args, encoder.cfg, args.run_dir, params=params, disabled=args.no_wandb)
-    fit(gate, pos, neg, args.epochs, args.seed, run)
-
     val_logits, val_features = outputs(encoder, temperature, floats(val.images), "validation")
-    with torch.no_grad():
-        val_scores = torch.sigmoid(gate(val_features))
-    gate.threshold = choose_threshold(val_scores, val_logits.argmax(1) == val.labels, args.max_loss)
-    gate.encoder_sha256 = tensors_digest({k: v.detach().cpu() for k, v in encoder.state_dict().items()})
-
     test_logits, test_features = outputs(encoder, temperature, floats(test.images), "MNIST test")
-    heldout = outliers.bank(args.heldout, "heldout", seed=args.seed)
-    held_logits, held_features = outputs(encoder, temperature, floats(heldout), "held-out non-digits")
-    with torch.no_grad():
-        test_refused = torch.sigmoid(gate(test_features)) >= gate.threshold
-        held_refused = torch.sigmoid(gate(held_features)) >= gate.threshold
-    right = test_logits.argmax(1) == test.labels
-    kept, lost = (right & ~test_refused).float().mean(), int((right & test_refused).sum())
-    held_low = torch.softmax(held_logits, 1).amax(1) < 0.5
-    ok, before = (held_refused | held_low).float().mean(), held_low.float().mean()
-    print(f"threshold {gate.threshold:.4f} (refuses {args.max_loss:.2%} of validation digits read right at most)")
-    print(f"MNIST test: accuracy {right.float().mean():.2%} without the gate, {kept:.2%} with it "
-          f"({int(test_refused.sum())} refused, {lost} of them read right)")  # fmt: skip
-    print(f"held-out non-digits ({len(heldout)}, as 28x28 arrays): refused {held_refused.float().mean():.1%}, "
-          f"refused or under 50% {ok:.1%} (before: under 50% {before:.1%})")  # fmt: skip
+    val_right, right = val_logits.argmax(1) == val.labels, test_logits.argmax(1) == test.labels
+    encoder_sha256 = tensors_digest({k: v.detach().cpu() for k, v in encoder.state_dict().items()})
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    params = sum(p.numel() for p in NotADigitGate(encoder.cfg.dim, hidden=args.hidden).parameters())
+    run = tracking.start(args, encoder.cfg, args.run_dir, params=params * (2 if args.heads == "both" else 1),
+                         disabled=args.no_wandb)  # fmt: skip
+    figures: dict[str, float | int] = {"mnist_test_accuracy": float(right.float().mean())}
+    gate, several = loaded.gate, loaded.several
+
+    if args.heads in ("both", "gate"):
+        bank = outliers.bank(args.outliers + args.rendered, "train", seed=args.seed)
+        print(f"{len(bank)} training non-digits drawn in {time.perf_counter() - t0:.0f} s", flush=True)
+        others_sent = as_users_send(bank[args.outliers :], args.seed + 1, "non-digits as photos", args.workers)
+        others = torch.cat([floats(bank[: args.outliers]), floats(others_sent)])
+        views = (others, augment(others, cfg, g), augment(others, cfg, g))
+        neg = torch.cat([outputs(encoder, temperature, x, "non-digit features")[1] for x in views])
+        gate = NotADigitGate(encoder.cfg.dim, hidden=args.hidden)
+        fit(gate, pos, neg, args.epochs, args.seed, run)
+        with torch.no_grad():
+            gate.threshold = choose_threshold(torch.sigmoid(gate(val_features)), val_right, args.max_loss)
+        gate.encoder_sha256 = encoder_sha256
+        heldout = outliers.bank(args.heldout, "heldout", seed=args.seed)
+        held_logits, held_features = outputs(encoder, temperature, floats(heldout), "held-out non-digits")
+        with torch.no_grad():
+            test_refused = torch.sigmoid(gate(test_features)) >= gate.threshold
+            held_refused = torch.sigmoid(gate(held_features)) >= gate.threshold
+        kept, lost = (right & ~test_refused).float().mean(), int((right & test_refused).sum())
+        held_low = torch.softmax(held_logits, 1).amax(1) < 0.5
+        ok, before = (held_refused | held_low).float().mean(), held_low.float().mean()
+        print(f"threshold {gate.threshold:.4f} (refuses {args.max_loss:.2%} of validation digits read right at most)")
+        print(f"MNIST test: accuracy {right.float().mean():.2%} without the gate, {kept:.2%} with it "
+              f"({int(test_refused.sum())} refused, {lost} of them read right)")  # fmt: skip
+        print(f"held-out non-digits ({len(heldout)}, as 28x28 arrays): refused {held_refused.float().mean():.1%}, "
+              f"refused or under 50% {ok:.1%} (before: under 50% {before:.1%})")  # fmt: skip
+        figures |= {
+            "threshold": gate.threshold,
+            "mnist_test_accuracy_with_gate": float(kept),
+            "mnist_test_refused": int(test_refused.sum()),
+            "heldout_refused": float(held_refused.float().mean()),
+        }
+
+    if args.heads in ("both", "several"):
+        merged = touching.pairs(train.images.numpy(), args.pairs, args.pairs_drawn, args.seed, args.workers)
+        print(f"{len(merged)} touching pairs of training digits", flush=True)
+        merged_x = floats(merged)
+        pair_features = torch.cat(
+            [outputs(encoder, temperature, x, "pair features")[1] for x in (merged_x, augment(merged_x, cfg, g))]
+        )
+        several = NotADigitGate(encoder.cfg.dim, hidden=args.hidden)
+        fit(several, pos, pair_features, args.epochs, args.seed + 1, run, name="several")
+        with torch.no_grad():
+            several.threshold = choose_threshold(torch.sigmoid(several(val_features)), val_right, args.max_loss)
+        several.encoder_sha256 = encoder_sha256
+        # pairs of *test* digits, framed from the arrays: never seen in training
+        tests = touching.pairs(test.images.numpy(), args.heldout, 0, args.seed + 7, args.workers)
+        with torch.no_grad():
+            flagged = torch.sigmoid(several(outputs(encoder, temperature, floats(tests), "held-out pairs")[1]))
+            on_digits = torch.sigmoid(several(test_features))
+        print(f"several digits: threshold {several.threshold:.4f}; touching pairs of test digits flagged "
+              f"{(flagged >= several.threshold).float().mean():.1%}, P(several) mean {flagged.mean():.2f}; "
+              f"MNIST test digits flagged {int((on_digits >= several.threshold).sum())}, "
+              f"P(several) mean {on_digits.mean():.4f}")  # fmt: skip
+        figures |= {
+            "several_threshold": several.threshold,
+            "several_heldout_pairs_flagged": float((flagged >= several.threshold).float().mean()),
+            "several_mnist_test_flagged": int((on_digits >= several.threshold).sum()),
+        }
 
     out = args.out or args.checkpoint
     own = {"format", "config", "temperature", "version", "sha256", "gate"}  # written afresh by save_checkpoint
     extra = {k: v for k, v in loaded.metadata.items() if k not in own}
     extra["gate_args"] = json.dumps({k: str(v) for k, v in vars(args).items()}, sort_keys=True)
     version = args.version or f"{loaded.version.split('+')[0]}+gate-{time.strftime('%Y.%m.%d')}"
-    version = save_checkpoint(out, encoder, temperature, version=version, extra=extra, gate=gate)
-    figures = {
-        "threshold": gate.threshold,
-        "mnist_test_accuracy": float(right.float().mean()),
-        "mnist_test_accuracy_with_gate": float(kept),
-        "mnist_test_refused": int(test_refused.sum()),
-        "heldout_refused": float(held_refused.float().mean()),
-    }
+    version = save_checkpoint(out, encoder, temperature, version=version, extra=extra, gate=gate, several=several)
     tracking.finish_gate(run, figures, out, version)
     print(f"wrote {out} ({version}) in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from client import DigitsClient, NoDigitFound, SeveralDigits
 from testkit.photos import blank_photo
 from testkit.robustness_set import compose, number_scan, number_sketch, photo, stack
+from testkit.touching_pairs import flagged_pairs
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,34 @@ async def test_predict_on_a_number_is_several_digits(digits_server, clear_digits
         results = await client.predict_batch(images=[data, single])
     assert isinstance(results[0], SeveralDigits)
     assert results[1].digit == 4
+
+
+@pytest.fixture(scope="module")
+def merged_pairs(shipped_model_path, mnist_test):
+    pairs = flagged_pairs(shipped_model_path, mnist_test.images.numpy(), mnist_test.labels.numpy(), want=8)
+    assert len(pairs) == 8, "the shipped several-digits head flags touching pairs of test digits"
+    return pairs
+
+
+async def test_touching_digits_that_look_like_one_glyph_are_several_digits_and_mostly_read_as_two(
+    digits_server, merged_pairs
+):
+    """The several-digits head (model/gate.py): a photo of two digits whose inks touch is one glyph to
+    segmentation; Predict says SEVERAL_DIGITS (on every RPC that takes an image), the same glyph sent as
+    28x28 pixels is answered as a digit (the client framed one digit), and Read weighs its cuts by the
+    head, so most such pairs come back as their two digits (before the head: read whole, as one digit)."""
+    readings = []
+    async with DigitsClient(digits_server.target, timeout=20) as client:
+        for pair in merged_pairs:
+            with pytest.raises(SeveralDigits):
+                await client.predict_image(pair.photo)
+            assert 0 <= (await client.predict_pixels(pair.pixels)).digit <= 9
+            for call in (client.predict_batch, client.predict_stream):
+                got = await call(pixels=[pair.pixels], images=[pair.photo])
+                assert isinstance(got[1], SeveralDigits) and 0 <= got[0].digit <= 9, (call.__name__, got)
+            readings.append((pair.text, (await client.read_image(pair.photo)).text))
+    right = sum(text == read for text, read in readings)
+    assert right >= 5, f"{right} of {len(readings)} touching pairs read right: {readings}"
 
 
 def test_digits_predict_prints_the_reading(digits_server, clear_digits, tmp_path):

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, tensors_digest
 from model.encoder import DigitEncoder, EncoderConfig
 from model.gate import NotADigitGate, Served
-from model.shape import NOT_A_DIGIT_INDEX, SERVED_COLUMNS
+from model.shape import NOT_A_DIGIT_INDEX, SERVED_COLUMNS, SEVERAL_DIGITS_INDEX
 from server import reading
 from server.model_protocol import decode_reply, encode_reply
 from server.model_runner import ModelRunner
@@ -93,9 +93,33 @@ def test_the_model_process_answers_not_a_digit_above_the_threshold(tmp_path):
     assert (digits[refused] == NOT_A_DIGIT_INDEX).all() and (digits[~refused] < NOT_A_DIGIT_INDEX).all()
     rows = decode_reply(encode_reply(digits, probs), 16)  # as the rows cross the pipe to the batcher
     for (digit, confidence, probabilities), p, r in zip(rows, probs, refused, strict=True):
-        assert len(probabilities) == 10
+        assert len(probabilities) == SERVED_COLUMNS  # the whole served row; the wire gets the first 10
         assert confidence == pytest.approx(p[NOT_A_DIGIT_INDEX] if r else p[:10].max())
         assert (digit == NOT_A_DIGIT_INDEX) == r
+
+
+def test_the_model_process_marks_several_digits_and_the_gate_comes_first(tmp_path):
+    encoder, gate = gated()
+    several = NotADigitGate(SMALL.dim, hidden=8).eval()
+    several.encoder_sha256 = gate.encoder_sha256
+    images = (np.random.default_rng(1).random((32, 784)) * 255).astype(np.uint8)
+    with torch.no_grad():
+        x = torch.from_numpy(images).float().div(255).view(-1, 1, 28, 28)
+        scores = Served(encoder, 1.0, gate, several)(x)
+    gate.threshold = float(np.quantile(scores[:, NOT_A_DIGIT_INDEX].numpy(), 0.7))
+    several.threshold = float(np.median(scores[:, SEVERAL_DIGITS_INDEX].numpy()))
+    path = tmp_path / "both.safetensors"
+    save_checkpoint(path, encoder, 1.0, gate=gate, several=several)
+    digits, probs = ModelRunner(path, "cpu", threads=1).predict_arrays(images.tobytes(), 32)
+    refused = probs[:, NOT_A_DIGIT_INDEX] >= gate.threshold
+    flagged = (probs[:, SEVERAL_DIGITS_INDEX] >= several.threshold) & ~refused
+    assert refused.any() and flagged.any() and (~refused & ~flagged).any()
+    assert (digits[refused] == NOT_A_DIGIT_INDEX).all()
+    assert (digits[flagged] == SEVERAL_DIGITS_INDEX).all()
+    assert (digits[~refused & ~flagged] < NOT_A_DIGIT_INDEX).all()
+    # Read takes a flagged glyph as its likeliest digit, not as refused: its cut alternatives decide
+    row = reading.as_digit((SEVERAL_DIGITS_INDEX, 0.99, probs[flagged][0].tolist()))
+    assert row[1] is False and row[0][0] == int(probs[flagged][0][:10].argmax())
 
 
 def test_read_refuses_only_when_most_glyphs_are_no_digit():
@@ -113,6 +137,53 @@ def test_read_refuses_only_when_most_glyphs_are_no_digit():
     assert not reading.choose(slots, [four, letter, four]).refused
 
 
+def test_a_several_digits_head_is_saved_beside_the_gate_and_served_as_the_last_column(tmp_path, caplog):
+    encoder, gate = gated(0.8)
+    several = NotADigitGate(SMALL.dim, hidden=8).eval()
+    several.threshold, several.encoder_sha256 = 0.7, gate.encoder_sha256
+    path = tmp_path / "both.safetensors"
+    save_checkpoint(path, encoder, 0.7, gate=gate, several=several)
+    loaded = load_checkpoint(path)
+    assert loaded.several is not None and loaded.several.threshold == pytest.approx(0.7)
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = loaded.served()(images)
+        assert torch.allclose(got, Served(encoder, 0.7, gate, several)(images))
+        assert torch.allclose(got[:, :NOT_A_DIGIT_INDEX], torch.softmax(encoder(images) / 0.7, 1))  # digits untouched
+        assert ((got[:, SEVERAL_DIGITS_INDEX] > 0) & (got[:, SEVERAL_DIGITS_INDEX] < 1)).all()
+        # without the head the column is 0, and the gate's column is the same as with it
+        alone = Served(encoder, 0.7, gate)(images)
+    assert (alone[:, SEVERAL_DIGITS_INDEX] == 0).all()
+    assert torch.allclose(alone[:, :SEVERAL_DIGITS_INDEX], got[:, :SEVERAL_DIGITS_INDEX])
+    with torch.no_grad():
+        encoder.head.bias.add_(0.1)  # a fine-tune: both heads are dropped, each with its warning
+    with caplog.at_level(logging.WARNING, logger="model.checkpoint"):
+        save_checkpoint(path, encoder, 1.0, gate=gate, several=several)
+    assert "not saving the several-digits head" in caplog.text and "not saving the not-a-digit gate" in caplog.text
+    assert load_checkpoint(path).several is None
+
+
+def test_read_cuts_a_glyph_that_the_several_digits_head_calls_two_digits():
+    box = (0, 0, 10, 10)
+
+    def row(digit: int, p: float, not_digit: float = 0.0, several: float = 0.0):
+        probs = [(1.0 - p) / 9] * 10
+        probs[digit] = p
+        return digit, p, probs + [not_digit, several]
+
+    # one glyph: read whole (a confident "8"), or cut into "1" and "3"; the whole is favoured by width
+    slots = [("", [[(b"whole", box)], [(b"a", box), (b"b", box)]], [0.0, -2.0])]
+    merged = [row(8, 0.99, several=0.98), row(1, 0.97), row(3, 0.95)]
+    chosen = reading.choose(slots, merged)
+    assert chosen.text == "13"
+    assert chosen.digits[0][2][2][:10] == merged[1][2][:10]
+    one = [row(8, 0.99, several=0.01), row(1, 0.97), row(3, 0.95)]
+    assert reading.choose(slots, one).text == "8"  # a real 8 stays whole
+    # without the head's column (an older model) the whole wins, as before
+    old = [(d, c, p[:10]) for d, c, p in merged]
+    assert reading.choose(slots, old).text == "8"
+
+
 def test_choose_threshold_keeps_within_the_budget():
     scores = torch.tensor([0.1, 0.2, 0.95, 0.99, 0.999, 0.3, 0.97, 0.5, 0.6, 0.7])
     correct = torch.tensor([True] * 9 + [False])
@@ -121,21 +192,24 @@ def test_choose_threshold_keeps_within_the_budget():
     assert gate_training.choose_threshold(scores, correct, max_loss=0.0) > 0.999
 
 
-def test_digits_train_gate_adds_a_gate_and_leaves_the_digits_alone(
+def test_digits_train_gate_adds_both_heads_and_leaves_the_digits_alone(
     tmp_path, shipped_model_path, mnist_dir, capsys, monkeypatch
 ):
     out = tmp_path / "gated.safetensors"
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = ["--checkpoint", str(shipped_model_path), "--out", str(out), "--data-dir", str(mnist_dir), "--no-download",
             "--digits", "3000", "--outliers", "1500", "--rendered", "30", "--epochs", "3", "--heldout", "200",
-            "--workers", "1", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+            "--pairs", "400", "--pairs-drawn", "9", "--workers", "1", "--run-dir", str(tmp_path / "run")]  # fmt: skip
     assert gate_training.main(args) == 0
     printed = capsys.readouterr().out
     assert "MNIST test: accuracy" in printed and "held-out non-digits" in printed
+    assert "touching pairs of test digits flagged" in printed
     (logged,) = (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb")  # the offline Weights & Biases run
-    assert b"gate/train_loss" in logged.read_bytes() and b"gate/threshold" in logged.read_bytes()
+    for key in (b"gate/train_loss", b"gate/threshold", b"several/train_loss", b"gate/several_threshold"):
+        assert key in logged.read_bytes(), key
     before, after = load_checkpoint(shipped_model_path), load_checkpoint(out)
     assert after.gate is not None and 0.5 <= after.gate.threshold < 1.0 and "+gate-" in after.version
+    assert after.several is not None and 0.5 <= after.several.threshold < 1.0
     images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(after.model(images), before.model(images))  # the encoder is exactly the same
