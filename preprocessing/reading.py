@@ -305,8 +305,12 @@ def _options(mp: _Map, g: _Glyph, height: float, frame: _Framer) -> tuple[tuple[
             # two ways to cut: at the thinnest ink (strokes that merely touch), and at equal widths (digits
             # that overlap, like "00", where the overlap is the thickest column, not the thinnest)
             candidates = [_cuts(profile, n, height), [round(k * g.width / n) for k in range(1, n)]]
+            if n == 2:  # a narrow digit beside a wide one ("13"): the thinnest column anywhere a part fits
+                edge = int(MIN_PART * height)
+                if g.width - edge > edge:
+                    candidates.append([edge + int(np.argmin(profile[edge : g.width - edge]))])
             for i, cuts in enumerate(candidates):
-                if cuts is None or (i == 1 and candidates[0] is not None and _near(cuts, candidates[0], height)):
+                if cuts is None or any(c is not None and _near(cuts, c, height) for c in candidates[:i]):
                     continue
                 bounds = [0, *cuts, g.width]
                 parts = [frame(g, g.box[0] + a, g.box[0] + b) for a, b in zip(bounds, bounds[1:], strict=False)]

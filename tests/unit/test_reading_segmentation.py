@@ -88,3 +88,19 @@ def test_a_solid_dark_blob_on_a_photo_is_still_no_digit():
     disc = np.hypot(yy - 120, xx - 160) < 9  # narrower than the background closing: solid on the thin-stroke map
     gray[disc] = 60.0
     assert read(png(np.clip(gray, 0, 255).astype(np.uint8)), max_pixels=10**8) == []
+
+
+def test_a_narrow_digit_touching_a_wide_one_is_offered_its_own_cut():
+    """A "1" joined by a thin bridge to a wide "0": the equal-width cut and the thinnest column near the
+    middle both fall inside the 0; one alternative must cut at the bridge, where the 1 ends (the model then
+    picks among them, server/reading.py)."""
+    img = np.full((140, 180), 255, np.uint8)
+    ys, xs = np.mgrid[:140, :180]
+    img[20:120, 25:47] = 0  # the "1": 22 px wide, 100 tall
+    ring = ((xs - 100) / 52.0) ** 2 + ((ys - 70) / 50.0) ** 2
+    img[(ring <= 1.0) & (ring >= 0.62)] = 0  # the "0": x 48-152
+    img[67:73, 46:50] = 0  # where they touch
+    (slot,) = read(png(img), max_pixels=10**8)
+    left = slot.options[0][0].box[0]
+    cuts = [o[0].box[0] + o[0].box[2] - left for o in slot.options if len(o) == 2]
+    assert any(abs(c - 22) <= 5 for c in cuts), cuts
