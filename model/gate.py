@@ -85,7 +85,7 @@ class Served(nn.Module):
     ) -> None:
         super().__init__()
         if encoder.cfg.pool != "cls":
-            gate = several = None  # the heads read the class token; a mean-pooled encoder is served without
+            gate = several = None  # the heads read the class token: a mean-pooled encoder is served without them
         self.encoder = encoder
         self.temperature = float(temperature)
         self.gate = gate

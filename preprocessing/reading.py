@@ -46,7 +46,7 @@ STACK_GAP = 0.3  # pieces this close vertically (in their height), sharing colum
 SHARE = 0.4  # ... sharing at least this share of the narrower piece's columns
 BAR = 0.35  # a piece this flat next to a glyph's height, across its columns, is a bar of that digit
 SHARE_BESIDE = 0.6  # pieces side by side are one digit only when one lies within the other's columns
-SPLIT = 0.7  # a glyph this many digit heights wide may hold touching digits (MNIST: 95% of digits <= 1.05)
+SPLIT = 0.7  # a glyph this many digit heights wide is offered cuts (touching digits); the model's heads decide
 SPLIT_PART = 0.65  # cut into at most width / (this many heights) parts
 MIN_PART = 0.22  # a cut part is at least this many digit heights wide (a "1" is ~0.3)
 MAX_PART = 1.3  # ... and at most this many: wider is not one digit

@@ -22,7 +22,8 @@ from model.shape import SERVED_COLUMNS
 # (digit, confidence, probabilities) for one request: the served row (model.shape.SERVED_COLUMNS): the 10
 # calibrated digit probabilities, then P(not a digit) and P(several digits), which Read weighs its cuts by;
 # only the first 10 go on the wire. For an image the not-a-digit gate refuses, digit is
-# model.shape.NOT_A_DIGIT_INDEX and confidence P(not a digit).
+# model.shape.NOT_A_DIGIT_INDEX and confidence P(not a digit); for one the several-digits head flags (and
+# the gate passes), SEVERAL_DIGITS_INDEX and P(several digits).
 Row = tuple[int, float, list[float]]
 
 OK, ERROR = b"\x00", b"\x01"  # first byte of a reply
