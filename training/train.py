@@ -30,6 +30,7 @@ from model.encoder import DigitEncoder, EncoderConfig
 from training import finetune, outlier_exposure, tracking
 from training.augment import AugmentConfig, augment
 from training.data import MnistFileError, add_data_arguments, default_data_dir, load_split, train_val_split
+from training.heads import Carried, carry
 from training.metrics import collect_logits, fit_temperature, report
 
 log = logging.getLogger("digits.train")
@@ -82,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start from this checkpoint (its architecture; the model flags are ignored); the last epoch is kept",
     )
     f.add_argument("--extra-data", type=Path, default=None, help="folder of IDX files from `digits-feedback export`")
+    f.add_argument(
+        "--drop-heads",
+        action="store_true",
+        help="do not carry --init-from's not-a-digit gate and several-digits head over (they are kept, with "
+        "thresholds chosen again, where they still work on the fine-tuned encoder: training/heads.py)",
+    )
     f.add_argument(
         "--extra-weight", type=float, default=0.25, help="share of every batch taken from --extra-data (0..1)"
     )
@@ -348,6 +355,13 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
         comparison = compare(args, model, test, extra, device)
     if oe is not None:
         comparison["outliers"] = outlier_exposure.compare(args, model, temperature, device)
+    carried = Carried(None, None, {})
+    if args.init_from and not args.drop_heads:
+        carried = carry(load_checkpoint(args.init_from), model, temperature, val_split, args.seed)
+        if carried.figures:
+            print(carried.report())
+            comparison["heads"] = {f"{key}_{name}": value for key, row in carried.figures.items()
+                                   for name, value in row.items()}  # fmt: skip
     out = args.run_dir / "digits-encoder.safetensors"
     version = save_checkpoint(
         out,
@@ -364,6 +378,8 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
             "data": json.dumps(data_seen(args, data_dir, extra, oe), sort_keys=True),
             **({"finetune": json.dumps(comparison, sort_keys=True)} if comparison else {}),
         },
+        gate=carried.gate,
+        several=carried.several,
     )
     summary = {
         "checkpoint": str(out),
@@ -382,10 +398,13 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
     print(
         f"test accuracy {test_report.accuracy:.4%}  loss {test_report.loss:.4f}  "
         f"ECE {test_report.ece:.4%} (T={temperature:.3f}; uncalibrated {uncalibrated.ece:.4%})\n"
-        f"checkpoint: {out}  version {version}\n"
-        f"it has no not-a-digit gate yet (letters and doodles would be read as digits): "
-        f"digits-train-gate --checkpoint {out}"
+        f"checkpoint: {out}  version {version}"
     )
+    if carried.gate is None or carried.several is None:
+        named = (("not-a-digit gate", carried.gate), ("several-digits head", carried.several))
+        missing = " and ".join(name for name, head in named if head is None)
+        print(f"it has no {missing} (letters would be read as digits, touching digits as one): "
+              f"digits-train-gate --checkpoint {out}")  # fmt: skip
     return summary
 
 

@@ -70,6 +70,11 @@ def test_tiny_finetune_learns_the_corrections_and_names_its_data(
         (corrections / "feedback-export.json").read_text()
     )["files"]["train-images-idx3-ubyte.gz"]
     assert json.loads(meta["finetune"])["after"] == after
-    assert load_checkpoint(checkpoint).config == load_checkpoint(shipped_model_path).config
+    loaded = load_checkpoint(checkpoint)
+    assert loaded.config == load_checkpoint(shipped_model_path).config
+    # the shipped gate and several-digits head were checked on the new encoder: kept (re-bound) or dropped
+    assert "not-a-digit gate:" in printed and "several-digits head:" in printed
+    heads = json.loads(meta["finetune"])["heads"]
+    assert (loaded.gate is not None) == heads["gate_kept"] and (loaded.several is not None) == heads["several_kept"]
     run_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert run_files and b"finetune/after/holdout_accuracy" in run_files[0].read_bytes()

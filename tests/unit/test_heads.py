@@ -1,0 +1,59 @@
+"""Carrying the gate and the several-digits head through a fine-tune (training/heads.py): kept with new
+thresholds when the encoder moved a little, dropped when it no longer gives the features they read."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint, tensors_digest
+from training.data import load_split, train_val_split
+from training.heads import carry
+
+
+@pytest.fixture(scope="module")
+def start(shipped_model_path):
+    return load_checkpoint(shipped_model_path)
+
+
+@pytest.fixture(scope="module")
+def val(mnist_dir):
+    return train_val_split(load_split("train", mnist_dir, download=False))[1].subset(2000)
+
+
+def _moved(encoder, noise: float, seed: int = 0):
+    moved = copy.deepcopy(encoder)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in moved.parameters():
+            if p.numel() > 1:
+                p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
+    return moved
+
+
+def test_a_slightly_moved_encoder_keeps_both_heads_bound_to_its_weights(start, val, tmp_path):
+    encoder = _moved(start.model, 0.02)
+    carried = carry(start, encoder, start.temperature, val, heldout=300)
+    assert carried.gate is not None and carried.several is not None, carried.report()
+    sha = tensors_digest({k: v.detach() for k, v in encoder.state_dict().items()})
+    assert carried.gate.encoder_sha256 == sha and carried.several.encoder_sha256 == sha
+    assert carried.gate.encoder_sha256 != start.gate.encoder_sha256
+    for key in ("gate", "several"):
+        f = carried.figures[key]
+        assert f["kept"] and f["after"] >= f["before"] - 0.05 and 0.5 <= f["threshold_after"] < 1.0
+    # saved with the fine-tuned encoder, they load and serve (save_checkpoint drops heads bound to other weights)
+    path = tmp_path / "ft.safetensors"
+    save_checkpoint(path, encoder, start.temperature, gate=carried.gate, several=carried.several)
+    loaded = load_checkpoint(path)
+    assert loaded.gate is not None and loaded.several is not None
+    assert loaded.gate.threshold == pytest.approx(carried.gate.threshold)
+    assert "kept" in carried.report() and "DROPPED" not in carried.report()
+
+
+def test_an_encoder_that_moved_far_loses_the_heads_with_the_command_to_train_them(start, val):
+    carried = carry(start, _moved(start.model, 0.5), start.temperature, val, heldout=300)
+    assert carried.gate is None and carried.several is None
+    assert not carried.figures["gate"]["kept"] and not carried.figures["several"]["kept"]
+    assert "digits-train-gate --heads gate" in carried.report()
