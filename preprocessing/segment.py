@@ -7,7 +7,7 @@ closing (strokes are removed, smooth lighting kept), and ink is measured relativ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,8 @@ EDGE_CONTRAST = 0.4  # near a photo's frame a mark must be this dark to count: p
 KERNELS = (0.08, 0.3)  # background closing widths, as a share of the long side: narrow, then wide
 FLAT_LOW, FLAT_SEED = 0.3, 0.5  # on a flat page, thresholds at most this (the noise estimate can only inflate them)
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
+DETACH = 0.3  # in a band along a photo's frame, ink under this share of its darkest is cut where it leaves ...
+DETACH_REACH = 2  # ... the strong ink by more than this many pixels (a faint line joining a digit to the frame)
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
 CROP_CONTRAST = 100.0  # a small crop with ink this far from its paper is flat whatever its spread (shading: < 80)
@@ -306,9 +308,70 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
     if not frame:  # a small crop's anti-aliased fringe passes for paper noise: ink on a flat page is measured exactly
         t_low, t_seed = min(t_low, FLAT_LOW), min(t_seed, FLAT_SEED)
     on = r > t_low
+    found, edge, peak = _groups(r, on, t_low, t_seed, frame)
+    if frame and edge.any():
+        # a faint line left on the paper (a grid line, a ruled line the line finder missed, the shading of a
+        # fold) can join strokes to the frame: the digit is then thrown away with the band. Such groups are
+        # labelled again without their faint pixels far from strong ink.
+        bands = edge & (peak >= t_seed)
+        detached = _detach(r, on, found.labels, bands, peak)
+        if detached is not None:
+            again = _groups(r, detached, t_low, t_seed, frame)[0]
+            # what came off a band is a digit only when it is one by itself: of a digit's size and away from the
+            # frame, not a piece of the band (the paper's edge broken where it is faint)
+            was_band = np.concatenate([[False], bands])[found.labels] & detached
+            from_band = np.zeros(len(again.slices) + 1, dtype=bool)
+            from_band[np.unique(again.labels[was_band])] = True
+            least = max(MIN_EXTENT_PX, MIN_EXTENT * max(r.shape))
+            big = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= least for sl in again.slices])
+            found = replace(again, ok=again.ok & ~(from_band[1:] & (again.border | ~big)))
+    return found
+
+
+def _detach(
+    r: np.ndarray, on: np.ndarray, labels: np.ndarray, bands: np.ndarray, peak: np.ndarray
+) -> np.ndarray | None:
+    """`on` without the pixels of the `bands` groups that are faint (under DETACH of the group's darkest ink)
+    and further than DETACH_REACH pixels from its strong ink; None when that would free no digit.
+
+    A stroke's own faint fringe lies next to its core and stays; a faint line between two strokes, or from a
+    stroke to the frame, is cut where it leaves them. Most photos have a band (the desk, the paper's edge), so
+    the cut is made only when the band's strong ink holds something of a digit's size away from the frame."""
+    ids = np.nonzero(bands)[0]
+    if ids.size == 0:
+        return None
+    h, w = r.shape
+    level = np.zeros(bands.size + 1, dtype=np.float32)
+    level[ids + 1] = DETACH * peak[ids]
+    member = level[labels]  # 0 outside the groups looked at
+    strong = (member > 0) & (r >= member)
+    cores, n = ndi.label(strong, structure=_EIGHT)
+    least, near = max(MIN_EXTENT_PX, MIN_EXTENT * max(h, w)), max(2, int(0.04 * max(h, w)))
+    if not any(
+        max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= least
+        and sl[0].start >= near
+        and sl[1].start >= near
+        and sl[0].stop <= h - near
+        and sl[1].stop <= w - near
+        for sl in ndi.find_objects(cores)
+    ):
+        return None
+    reach = ndi.binary_dilation(strong, structure=_EIGHT, iterations=DETACH_REACH)
+    cut = (member > 0) & on & ~reach
+    if not cut.any():
+        return None
+    return on & ~cut
+
+
+def _groups(
+    r: np.ndarray, on: np.ndarray, t_low: float, t_seed: float, frame: bool
+) -> tuple[Labelled, np.ndarray, np.ndarray]:
+    """The connected groups of `on` and which are usable (`label_ink`), with each group's band flag and darkest ink."""
+    h, w = r.shape
     labels, n = ndi.label(on, structure=_EIGHT)
     if n == 0:
-        return Labelled(labels, t_low, [], np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
+        none = np.zeros(0, dtype=bool)
+        return Labelled(labels, t_low, [], np.zeros(0), none, none), none, np.zeros(0, dtype=np.float32)
     lab, val = labels[on], r[on]
     area = np.bincount(lab, minlength=n + 1)[1:]
     # contrast above the threshold: a faint wide shadow weighs less than a dark narrow stroke
@@ -343,7 +406,7 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
     ok = (peak >= t_seed) & (area >= 3) & ~edge[1:]
     if frame:  # near a photo's frame, faint marks are shading of the paper's edge: only real ink counts
         ok &= ~border | (peak >= EDGE_CONTRAST)
-    return Labelled(labels, t_low, slices, mass, border, ok)
+    return Labelled(labels, t_low, slices, mass, border, ok), edge[1:], peak
 
 
 def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
@@ -351,7 +414,12 @@ def _select(raw: np.ndarray, min_seed: float, frame: bool) -> _Found | None:
     h, w = raw.shape
     found = label_ink(raw, min_seed, frame)
     labels, t_low, slices, mass, border, ok = (
-        found.labels, found.t_low, found.slices, found.mass, found.border, found.ok
+        found.labels,
+        found.t_low,
+        found.slices,
+        found.mass,
+        found.border,
+        found.ok,
     )
     if not ok.any():
         return None

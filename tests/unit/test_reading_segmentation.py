@@ -104,3 +104,15 @@ def test_a_narrow_digit_touching_a_wide_one_is_offered_its_own_cut():
     left = slot.options[0][0].box[0]
     cuts = [o[0].box[0] + o[0].box[2] - left for o in slot.options if len(o) == 2]
     assert any(abs(c - 22) <= 5 for c in cuts), cuts
+
+
+@pytest.mark.parametrize(("index", "text"), [(5, "97800"), (8, "71")])
+def test_digits_joined_to_the_frame_by_a_faint_grid_line_are_still_found(mnist_test, index, text):
+    """Squared paper whose grid the line finder leaves faint traces of (the benchmark's photo-squared samples 5
+    and 8 of seed 1): the trace joins the strokes to the paper's edge, and the whole group was dropped as a band
+    along the frame ("97800" read "0", "71" read "1"). The band's faint pixels away from its strong ink are cut,
+    and what comes off it at a digit's size, away from the frame, is ink again."""
+    digits, labels = mnist_test.images.numpy(), mnist_test.labels.numpy()
+    sample = rs.render_numbers("photo-squared", digits, labels, index + 1, 1)[index]
+    assert sample.text == text
+    assert len(read(sample.data, max_pixels=10**8)) == len(text)
