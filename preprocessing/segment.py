@@ -30,6 +30,7 @@ FLAT_LOW, FLAT_SEED = 0.3, 0.5  # on a flat page, thresholds at most this (the n
 LOW_FLOOR = 0.06  # weakest ink a stroke may fade to and still belong to the digit
 DETACH = 0.3  # in a band along a photo's frame, ink under this share of its darkest is cut where it leaves ...
 DETACH_REACH = 2  # ... the strong ink by more than this many pixels (a faint line joining a digit to the frame)
+TAIL = 0.75  # ... and from a digit: its faint pixels far from strong ink, when they stretch its box this much
 MIN_EXTENT = 0.06  # a digit spans at least this share of the image's long side ...
 MIN_EXTENT_PX = 6  # ... and at least this many working pixels
 CROP_CONTRAST = 100.0  # a small crop with ink this far from its paper is flat whatever its spread (shading: < 80)
@@ -309,30 +310,57 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
         t_low, t_seed = min(t_low, FLAT_LOW), min(t_seed, FLAT_SEED)
     on = r > t_low
     found, edge, peak = _groups(r, on, t_low, t_seed, frame)
-    if frame and edge.any():
-        # a faint line left on the paper (a grid line, a ruled line the line finder missed, the shading of a
-        # fold) can join strokes to the frame: the digit is then thrown away with the band. Such groups are
-        # labelled again without their faint pixels far from strong ink.
-        bands = edge & (peak >= t_seed)
-        detached = _detach(r, on, found.labels, bands, peak)
-        if detached is not None:
-            again = _groups(r, detached, t_low, t_seed, frame)[0]
-            # what came off a band is a digit only when it is one by itself: of a digit's size and away from the
-            # frame, not a piece of the band (the paper's edge broken where it is faint)
-            was_band = np.concatenate([[False], bands])[found.labels] & detached
-            from_band = np.zeros(len(again.slices) + 1, dtype=bool)
-            from_band[np.unique(again.labels[was_band])] = True
-            least = max(MIN_EXTENT_PX, MIN_EXTENT * max(r.shape))
-            big = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= least for sl in again.slices])
-            found = replace(again, ok=again.ok & ~(from_band[1:] & (again.border | ~big)))
-    return found
+    if not frame:
+        return found
+    # A faint line left on the paper (a grid or ruled line the line finder missed, the shading of a fold) can
+    # join strokes to the frame, and the digit is thrown away with the band; or hang from a digit, and the
+    # digit is framed with a stretch of line. Such groups are labelled again without their faint pixels far
+    # from strong ink.
+    bands = edge & (peak >= t_seed)
+    band_cut, tail_cut = _detach(r, on, found.labels, bands, peak), _tails(r, found, peak)
+    if band_cut is None and tail_cut is None:
+        return found
+    cut = band_cut if tail_cut is None else tail_cut if band_cut is None else band_cut | tail_cut
+    detached = on & ~cut
+    again = _groups(r, detached, t_low, t_seed, frame)[0]
+    # what came off a band is a digit only when it is one by itself: of a digit's size and away from the
+    # frame, not a piece of the band (the paper's edge broken where it is faint)
+    was_band = np.concatenate([[False], bands])[found.labels] & detached
+    from_band = np.zeros(len(again.slices) + 1, dtype=bool)
+    from_band[np.unique(again.labels[was_band])] = True
+    least = max(MIN_EXTENT_PX, MIN_EXTENT * max(r.shape))
+    big = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= least for sl in again.slices])
+    return replace(again, ok=again.ok & ~(from_band[1:] & (again.border | ~big)))
+
+
+def _tails(r: np.ndarray, found: Labelled, peak: np.ndarray) -> np.ndarray | None:
+    """The faint pixels (under DETACH of the group's darkest ink, further than DETACH_REACH pixels from it) of
+    usable digit-sized groups whose box they stretch by a quarter or more: a line hanging from a digit. None
+    when no group has such a tail (a stroke's own fringe never stretches its box)."""
+    h, w = r.shape
+    least = max(MIN_EXTENT_PX, MIN_EXTENT * max(h, w))
+    cut: np.ndarray | None = None
+    for i in np.nonzero(found.ok)[0]:
+        sl = found.slices[i]
+        gh, gw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if max(gh, gw) < least:
+            continue
+        member = found.labels[sl] == i + 1
+        strong = member & (r[sl] >= DETACH * peak[i])
+        reach = ndi.binary_dilation(strong, structure=_EIGHT, iterations=DETACH_REACH)
+        ys, xs = np.nonzero(member & reach)
+        if ys.size == 0 or (np.ptp(ys) + 1 > TAIL * gh and np.ptp(xs) + 1 > TAIL * gw):
+            continue
+        cut = np.zeros(r.shape, dtype=bool) if cut is None else cut
+        cut[sl] |= member & ~reach
+    return cut
 
 
 def _detach(
     r: np.ndarray, on: np.ndarray, labels: np.ndarray, bands: np.ndarray, peak: np.ndarray
 ) -> np.ndarray | None:
-    """`on` without the pixels of the `bands` groups that are faint (under DETACH of the group's darkest ink)
-    and further than DETACH_REACH pixels from its strong ink; None when that would free no digit.
+    """The pixels of the `bands` groups that are faint (under DETACH of the group's darkest ink) and further
+    than DETACH_REACH pixels from its strong ink; None when cutting them would free no digit.
 
     A stroke's own faint fringe lies next to its core and stays; a faint line between two strokes, or from a
     stroke to the frame, is cut where it leaves them. Most photos have a band (the desk, the paper's edge), so
@@ -358,9 +386,7 @@ def _detach(
         return None
     reach = ndi.binary_dilation(strong, structure=_EIGHT, iterations=DETACH_REACH)
     cut = (member > 0) & on & ~reach
-    if not cut.any():
-        return None
-    return on & ~cut
+    return cut if cut.any() else None
 
 
 def _groups(
