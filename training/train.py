@@ -357,7 +357,9 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
         comparison["outliers"] = outlier_exposure.compare(args, model, temperature, device)
     carried = Carried(None, None, {})
     if args.init_from and not args.drop_heads:
-        carried = carry(load_checkpoint(args.init_from), model, temperature, val_split, args.seed)
+        full = load_split("train", data_dir, download=not args.no_download)
+        digits = train_val_split(full, args.val_size)[0].images.numpy()  # the heads re-align on training digits
+        carried = carry(load_checkpoint(args.init_from), model, temperature, val_split, args.seed, train_images=digits)
         if carried.figures:
             print(carried.report())
             comparison["heads"] = {f"{key}_{name}": value for key, row in carried.figures.items()

@@ -73,7 +73,7 @@ def test_tiny_finetune_learns_the_corrections_and_names_its_data(
     loaded = load_checkpoint(checkpoint)
     assert loaded.config == load_checkpoint(shipped_model_path).config
     # the shipped gate and several-digits head were checked on the new encoder: kept (re-bound) or dropped
-    assert "not-a-digit gate:" in printed and "several-digits head:" in printed
+    assert "held-out non-digits refused" in printed and "touching test pairs flagged" in printed
     heads = json.loads(meta["finetune"])["heads"]
     assert (loaded.gate is not None) == heads["gate_kept"] and (loaded.several is not None) == heads["several_kept"]
     run_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))

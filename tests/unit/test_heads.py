@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,24 @@ def test_an_encoder_that_moved_far_loses_the_heads_with_the_command_to_train_the
         f = carried.figures[key]
         assert not f["kept"] and f["after"] < MIN_SHARE * f["before"]
     assert "digits-train-gate --heads gate" in carried.report()
+
+
+def test_realigning_a_head_brings_its_answers_on_the_moved_features_back_to_the_old_ones(start, val):
+    """training.heads._realign: the carried gate, taught on unlabelled images to say on the moved encoder's
+    features what it said on the old encoder's, agrees with its old answers better than before."""
+    from training import outliers
+    from training.gate import floats, outputs
+    from training.heads import _realign
+
+    images = floats(np.concatenate([val.images.numpy()[:1000], outliers.bank(1000, "train", seed=1)]))
+    moved = _moved(start.model, 0.3)
+    old = start.gate.eval()
+    with torch.no_grad():
+        target = torch.sigmoid(old(outputs(start.model, start.temperature, images, "old")[1]))
+        features = outputs(moved, start.temperature, images, "new")[1]
+        gap_before = (torch.sigmoid(old(features)) - target).abs().mean()
+    new = copy.deepcopy(old)
+    _realign(new, old, images, start.model, start.temperature, moved, start.temperature)
+    with torch.no_grad():
+        gap_after = (torch.sigmoid(new(features)) - target).abs().mean()
+    assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
