@@ -317,28 +317,30 @@ def label_ink(raw: np.ndarray, min_seed: float, frame: bool) -> Labelled:
     # digit is framed with a stretch of line. Such groups are labelled again without their faint pixels far
     # from strong ink.
     bands = edge & (peak >= t_seed)
-    band_cut, tail_cut = _detach(r, on, found.labels, bands, peak), _tails(r, found, peak)
-    if band_cut is None and tail_cut is None:
+    cuts = [c for c in (_detach(r, on, found.labels, bands, peak), _tails(r, found, peak)) if c is not None]
+    if not cuts:
         return found
-    cut = band_cut if tail_cut is None else tail_cut if band_cut is None else band_cut | tail_cut
-    detached = on & ~cut
+    detached = on & ~np.logical_or.reduce(cuts)
     again = _groups(r, detached, t_low, t_seed, frame)[0]
     # what came off a band is a digit only when it is one by itself: of a digit's size and away from the
     # frame, not a piece of the band (the paper's edge broken where it is faint)
     was_band = np.concatenate([[False], bands])[found.labels] & detached
     from_band = np.zeros(len(again.slices) + 1, dtype=bool)
     from_band[np.unique(again.labels[was_band])] = True
-    least = max(MIN_EXTENT_PX, MIN_EXTENT * max(r.shape))
-    big = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= least for sl in again.slices])
+    big = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= _least(r.shape) for sl in again.slices])
     return replace(again, ok=again.ok & ~(from_band[1:] & (again.border | ~big)))
+
+
+def _least(shape: tuple[int, ...]) -> float:
+    """The smallest extent of a digit, in working pixels, on a map of this shape."""
+    return max(MIN_EXTENT_PX, MIN_EXTENT * max(shape))
 
 
 def _tails(r: np.ndarray, found: Labelled, peak: np.ndarray) -> np.ndarray | None:
     """The faint pixels (under DETACH of the group's darkest ink, further than DETACH_REACH pixels from it) of
     usable digit-sized groups whose box they stretch by a quarter or more: a line hanging from a digit. None
     when no group has such a tail (a stroke's own fringe never stretches its box)."""
-    h, w = r.shape
-    least = max(MIN_EXTENT_PX, MIN_EXTENT * max(h, w))
+    least = _least(r.shape)
     cut: np.ndarray | None = None
     for i in np.nonzero(found.ok)[0]:
         sl = found.slices[i]
@@ -373,8 +375,8 @@ def _detach(
     level[ids + 1] = DETACH * peak[ids]
     member = level[labels]  # 0 outside the groups looked at
     strong = (member > 0) & (r >= member)
-    cores, n = ndi.label(strong, structure=_EIGHT)
-    least, near = max(MIN_EXTENT_PX, MIN_EXTENT * max(h, w)), max(2, int(0.04 * max(h, w)))
+    cores = ndi.label(strong, structure=_EIGHT)[0]
+    least, near = _least(r.shape), max(2, int(0.04 * max(h, w)))
     if not any(
         max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= least
         and sl[0].start >= near
