@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,24 @@ def digit_samples(mnist_test) -> dict[int, list]:
         if len(samples[int(label)]) < 5:
             samples[int(label)].append(img.numpy())
     return samples
+
+
+@pytest.fixture
+def wandb_run_bytes() -> Callable[..., bytes]:
+    """Reads a finished offline wandb run's `.wandb` file under a run directory.
+
+    wandb's service writes that file on its own: `run.finish()` can return before the last records reach the disk
+    (a run file once held only its 7-byte header when read straight away). So wait, up to `timeout` seconds, for
+    every `needle` to appear, then return the bytes; the test's own asserts say what is missing."""
+
+    def read(run_dir: Path, *needles: bytes, timeout: float = 60.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+            assert len(files) == 1, f"expected one offline wandb run under {run_dir}, found {files}"
+            data = files[0].read_bytes()
+            if all(n in data for n in needles) or time.monotonic() > deadline:
+                return data
+            time.sleep(0.2)
+
+    return read

@@ -29,7 +29,7 @@ def corrections(tmp_path_factory, mnist_test):
 
 
 def test_tiny_finetune_learns_the_corrections_and_names_its_data(
-    corrections, shipped_model_path, mnist_dir, tmp_path, capsys
+    corrections, shipped_model_path, mnist_dir, tmp_path, capsys, wandb_run_bytes
 ):
     os.environ["WANDB_MODE"] = "offline"
     run_dir = tmp_path / "ft"
@@ -76,5 +76,4 @@ def test_tiny_finetune_learns_the_corrections_and_names_its_data(
     assert "held-out non-digits refused" in printed and "touching test pairs flagged" in printed
     heads = json.loads(meta["finetune"])["heads"]
     assert (loaded.gate is not None) == heads["gate_kept"] and (loaded.several is not None) == heads["several_kept"]
-    run_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    assert run_files and b"finetune/after/holdout_accuracy" in run_files[0].read_bytes()
+    assert b"finetune/after/holdout_accuracy" in wandb_run_bytes(run_dir, b"finetune/after/holdout_accuracy")

@@ -193,7 +193,7 @@ def test_choose_threshold_keeps_within_the_budget():
 
 
 def test_digits_train_gate_adds_both_heads_and_leaves_the_digits_alone(
-    tmp_path, shipped_model_path, mnist_dir, capsys, monkeypatch
+    tmp_path, shipped_model_path, mnist_dir, capsys, monkeypatch, wandb_run_bytes
 ):
     out = tmp_path / "gated.safetensors"
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -204,9 +204,10 @@ def test_digits_train_gate_adds_both_heads_and_leaves_the_digits_alone(
     printed = capsys.readouterr().out
     assert "MNIST test: accuracy" in printed and "held-out non-digits" in printed
     assert "touching pairs of test digits flagged" in printed
-    (logged,) = (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb")  # the offline Weights & Biases run
-    for key in (b"gate/train_loss", b"gate/threshold", b"several/train_loss", b"gate/several_threshold"):
-        assert key in logged.read_bytes(), key
+    keys = (b"gate/train_loss", b"gate/threshold", b"several/train_loss", b"gate/several_threshold")
+    logged = wandb_run_bytes(tmp_path / "run", *keys)  # the offline Weights & Biases run
+    for key in keys:
+        assert key in logged, key
     before, after = load_checkpoint(shipped_model_path), load_checkpoint(out)
     assert after.gate is not None and 0.5 <= after.gate.threshold < 1.0 and "+gate-" in after.version
     assert after.several is not None and 0.5 <= after.several.threshold < 1.0

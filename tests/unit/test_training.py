@@ -93,14 +93,13 @@ def test_tiny_run_writes_a_loadable_checkpoint(tiny_run, mnist_dir):
     assert len(summary["history"]) == 1 and "val/accuracy" in summary["history"][0]
 
 
-def test_offline_wandb_run_holds_the_logged_metrics(tiny_run):
+def test_offline_wandb_run_holds_the_logged_metrics(tiny_run, wandb_run_bytes):
     run_dir, summary = tiny_run
-    files = _wandb_run_files(run_dir)
-    assert files, f"no offline wandb run under {run_dir}"
+    raw = wandb_run_bytes(run_dir, b"test/ece", b"misclassified", b"digits-encoder")
     from wandb.proto import wandb_internal_pb2
 
     history_keys, summary_keys, artifacts = set(), set(), 0
-    for data in _leveldb_log_records(files[-1].read_bytes()):
+    for data in _leveldb_log_records(raw):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
