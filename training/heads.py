@@ -51,22 +51,28 @@ REALIGN_LR = 1e-3
 DEFAULT_MAX_LOSS = 0.0005  # digits-train-gate's default, for checkpoints that do not record theirs
 
 
+def needs_refit(kept: bool, before: float, after: float) -> bool:
+    """Whether `digits-train-gate` should train a carried head afresh: dropped, or doing REFIT less."""
+    return not kept or after < before - REFIT
+
+
 @dataclass
 class Carried:
     gate: NotADigitGate | None
     several: NotADigitGate | None
     figures: dict
 
-    def report(self) -> str:
+    def report(self, checkpoint: object = "...") -> str:
+        """One line per head; where it fell short, the command that trains it again on `checkpoint`."""
         lines = []
         for key, name, what in (("gate", "not-a-digit gate", "held-out non-digits refused"),
                                 ("several", "several-digits head", "touching test pairs flagged")):  # fmt: skip
             f = self.figures.get(key)
             if f is None:
                 continue
-            refit = f"digits-train-gate --heads {key} --checkpoint ..."
+            refit = f"digits-train-gate --heads {key} --checkpoint {checkpoint}"
             verdict = "kept" if f["kept"] else f"DROPPED (run {refit})"
-            if f["kept"] and f["after"] < f["before"] - REFIT:
+            if f["kept"] and needs_refit(True, f["before"], f["after"]):
                 verdict += f" ({refit} would bring it back)"
             how = ", re-aligned" if f.get("realigned") else ""
             lines.append(
@@ -174,4 +180,4 @@ def carry(
     return Carried(kept["gate"], kept["several"], figures)
 
 
-__all__ = ["MIN_SHARE", "REFIT", "Carried", "carry"]
+__all__ = ["MIN_SHARE", "REFIT", "Carried", "carry", "needs_refit"]

@@ -355,16 +355,16 @@ def finish(args, cfg, device, best_path, val_split, data_dir, run, history, best
         comparison = compare(args, model, test, extra, device)
     if oe is not None:
         comparison["outliers"] = outlier_exposure.compare(args, model, temperature, device)
+    out = args.run_dir / "digits-encoder.safetensors"
     carried = Carried(None, None, {})
     if args.init_from and not args.drop_heads:
         full = load_split("train", data_dir, download=not args.no_download)
         digits = train_val_split(full, args.val_size)[0].images.numpy()  # the heads re-align on training digits
         carried = carry(load_checkpoint(args.init_from), model, temperature, val_split, args.seed, train_images=digits)
         if carried.figures:
-            print(carried.report())
+            print(carried.report(out))
             comparison["heads"] = {f"{key}_{name}": value for key, row in carried.figures.items()
                                    for name, value in row.items()}  # fmt: skip
-    out = args.run_dir / "digits-encoder.safetensors"
     version = save_checkpoint(
         out,
         model,

@@ -59,7 +59,8 @@ def test_an_encoder_that_moved_far_loses_the_heads_with_the_command_to_train_the
     for key in ("gate", "several"):
         f = carried.figures[key]
         assert not f["kept"] and f["after"] < MIN_SHARE * f["before"]
-    assert "digits-train-gate --heads gate" in carried.report()
+    command = "(run digits-train-gate --heads gate --checkpoint runs/ft/x.safetensors)"
+    assert command in carried.report("runs/ft/x.safetensors")
 
 
 def test_realigning_a_head_brings_its_answers_on_the_moved_features_back_to_the_old_ones(start, val):
