@@ -39,6 +39,7 @@ from preprocessing.reading import read
 from server import reading as read_answer
 from testkit.robustness_set import (
     NUMBER_STYLES,
+    RENDERERS,
     STYLES,
     compose,
     photo,
@@ -271,7 +272,7 @@ def read_number(clf: Classifier, data: bytes) -> tuple[str, float, float]:
     chosen = read_answer.choose(wire, rows)
     if chosen.refused:  # the server answers NOT_A_DIGIT: no reading
         return "", 0.0, 0.0
-    return chosen.text, read_answer.calibrated(chosen.raw_confidence), chosen.raw_confidence
+    return chosen.text, chosen.confidence, chosen.raw_confidence
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -312,18 +313,17 @@ def numbers(args: argparse.Namespace, clf: Classifier, digits, labels) -> None:
     conf, ok = np.concatenate(all_conf), np.concatenate(all_ok)
     print(f"{'all styles':16s} {len(ok):5d} {100 * ok.mean():6.1f}% {'':7s} {100 * ece(conf, ok):5.1f}%"
           f" {conf.mean():9.2f}   ECE target <= 3%")
+    # Lone digits through Read too (their own confidence map): what `digits-predict` prints for a photo of one
+    lone = [s for style in RENDERERS for s in render(style, digits, labels, n, args.seed)]
+    got = [read_number(clf, s.data) for s in lone]
+    ok = np.array([g[0] == str(s.label) for g, s in zip(got, lone, strict=True)])
+    conf = np.array([g[1] for g in got])
+    print(f"{'lone digits':16s} {len(ok):5d} {100 * ok.mean():6.1f}% {'':7s} {100 * ece(conf, ok):5.1f}%"
+          f" {conf.mean():9.2f}   (photos, scans, sketches through Read)")
 
 
-def fit_confidence(args: argparse.Namespace, clf: Classifier) -> None:
-    """Fit server.reading's map sigmoid(A * logit(p) + B) on numbers from MNIST *validation* digits."""
-    _, val = train_val_split(load_split("train", download=False))
-    d, y = val.images.numpy(), val.labels.numpy()
-    raw, ok = [], []
-    for style in NUMBER_STYLES:
-        for s in render_numbers(style, d, y, args.numbers, args.seed + 1):
-            text, _, p = read_number(clf, s.data)
-            raw.append(p)
-            ok.append(text == s.text)
+def _fit_map(raw: list[float], ok: list[bool]) -> tuple[float, float]:
+    """sigmoid(A * logit(p) + B) by maximum likelihood."""
     z = torch.logit(torch.tensor(raw, dtype=torch.float64).clamp(1e-6, 1 - 1e-6))
     target = torch.tensor(ok, dtype=torch.float64)
     ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
@@ -337,11 +337,32 @@ def fit_confidence(args: argparse.Namespace, clf: Classifier) -> None:
 
     opt.step(loss)
     a, b = (float(v) for v in ab.detach())
-    fitted = torch.sigmoid(a * z + b).numpy()
-    print(f"\n== whole-reading confidence map, fitted on {len(ok)} numbers from validation digits ==")
-    print(f"CALIBRATION = ({a:.4f}, {b:.4f})   # server/reading.py; accuracy {100 * np.mean(ok):.1f}%")
-    print(f"ECE on the fitting set: raw product {100 * ece(np.array(raw), np.array(ok)):.1f}%"
-          f" -> fitted {100 * ece(fitted, np.array(ok)):.1f}%")
+    return a, b
+
+
+def fit_confidence(args: argparse.Namespace, clf: Classifier) -> None:
+    """Fit server.reading's maps sigmoid(A * logit(p) + B) on MNIST *validation* digits: CALIBRATION on
+    numbers of every style, CALIBRATION_ONE on lone digits (photos, scans, sketches) read as one digit.
+    The server uses the second for every reading of one digit."""
+    _, val = train_val_split(load_split("train", download=False))
+    d, y = val.images.numpy(), val.labels.numpy()
+    numbers = [(s.data, s.text) for style in NUMBER_STYLES for s in render_numbers(style, d, y, args.numbers,
+                                                                                   args.seed + 1)]  # fmt: skip
+    lone = [(s.data, str(s.label)) for style in RENDERERS for s in render(style, d, y, args.per_style,
+                                                                           args.seed + 1)]  # fmt: skip
+    print("\n== whole-reading confidence maps, fitted on validation digits ==")
+    for name, samples in (("CALIBRATION", numbers), ("CALIBRATION_ONE", lone)):
+        raw, ok = [], []
+        for data, truth in samples:
+            text, _, p = read_number(clf, data)
+            if name == "CALIBRATION" or sum(c.isdigit() for c in text) == 1:
+                raw.append(p)
+                ok.append(text == truth)
+        a, b = _fit_map(raw, ok)
+        r, right = np.array(raw), np.array(ok)
+        fitted = np.array([read_answer.calibrated(p, (a, b)) for p in raw])
+        print(f"{name} = ({a:.4f}, {b:.4f})   # server/reading.py; {len(ok)} readings, {100 * right.mean():.1f}% "
+              f"right; ECE raw {100 * ece(r, right):.1f}% -> fitted {100 * ece(fitted, right):.1f}%")
 
 
 def notebook_and_crops(args: argparse.Namespace, clf: Classifier, digits, labels) -> None:

@@ -137,6 +137,19 @@ def test_read_refuses_only_when_most_glyphs_are_no_digit():
     assert not reading.choose(slots, [four, letter, four]).refused
 
 
+def test_a_lone_digit_keeps_its_confidence_where_a_number_is_pulled_down():
+    """Readings of one digit and of several are calibrated by separate maps (server/reading.py): the same
+    raw product is a clear lone digit, or several digits each a little doubtful."""
+    probs = [0.0] * 10
+    probs[7] = 0.997
+    seven = (b"7", (0, 0, 10, 10), (7, 0.997, probs))
+    one, two = reading.Chosen("7", 0.997, [seven]), reading.Chosen("77", 0.997, [seven, seven])
+    assert one.confidence == pytest.approx(reading.calibrated(0.997, reading.CALIBRATION_ONE))
+    assert two.confidence == pytest.approx(reading.calibrated(0.997, reading.CALIBRATION))
+    assert one.confidence > 0.98 > two.confidence
+    assert reading.response(one, "v").confidence == pytest.approx(one.confidence)
+
+
 def test_a_several_digits_head_is_saved_beside_the_gate_and_served_as_the_last_column(tmp_path, caplog):
     encoder, gate = gated(0.8)
     several = NotADigitGate(SMALL.dim, hidden=8).eval()
