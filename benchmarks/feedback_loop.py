@@ -12,7 +12,8 @@
    the right number, only a reading with as many digits as the truth is corrected, one Feedback per digit
    (its `DigitReading.pixels`, what was read, the true digit).
 3. `digits-feedback export` (20% held out), then `nice -n 10 digits-train --init-from <shipped>
-   --extra-data <export>` on CPU, timed.
+   --extra-data <export>` on CPU, timed; where its report says a carried head fell short, the command it
+   names (`digits-train-gate --heads ...` on the fine-tuned checkpoint) in the same budget (`--no-refit`: not).
 4. A second server with the fine-tuned model reads the same test renders (single digits: the pixels the
    first server's preprocessing made, as preprocessing does not depend on the model; numbers: Read again,
    since the model takes part in choosing where touching digits are cut) and all 10,000 MNIST test
