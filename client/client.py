@@ -264,12 +264,17 @@ class DigitsClient:
             raise UnreadableImage("the image is empty", Reason.UNREADABLE_IMAGE.value)
         return await self._predict(digits_pb2.PredictRequest(image=bytes(data)))
 
-    async def read_image(self, data: bytes) -> Reading:
+    async def read_image(self, data: bytes, *, expected: str = "") -> Reading:
         """Every digit in an encoded image, in reading order (Read): a number, several, several lines.
-        Raises NoDigitFound when there is none, and the other DigitsErrors as `predict_image`."""
+        Raises NoDigitFound when there is none, and the other DigitsErrors as `predict_image`.
+
+        `expected`: the digits a user says the image holds (a correction). The image is then cut into
+        exactly those digits, so each DigitRead's `pixels` is the piece to send as `feedback` with its
+        digit of `expected`; raises InvalidInput (reason UNMATCHED_DIGITS) when no cut gives that many."""
         if not data:
             raise UnreadableImage("the image is empty", Reason.UNREADABLE_IMAGE.value)
-        return _reading(await self._call(self._get_stub().Read, digits_pb2.ReadRequest(image=bytes(data))))
+        request = digits_pb2.ReadRequest(image=bytes(data), expected=expected)
+        return _reading(await self._call(self._get_stub().Read, request))
 
     async def predict_pixels(self, pixels: bytes) -> Prediction:
         """Classify 784 bytes: 28x28, row-major, MNIST convention (0 background, 255 ink)."""

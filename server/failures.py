@@ -40,6 +40,7 @@ CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.BAD_USER: _INVALID,
     Reason.BAD_FIELD: _INVALID,
     Reason.FEEDBACK_DISABLED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.UNMATCHED_DIGITS: _INVALID,
 }
 
 

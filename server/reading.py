@@ -107,6 +107,88 @@ def choose(slots: Slots, rows: list[Row]) -> Chosen:
     return Chosen(text, confidence, digits, 2 * sum(refused) > len(refused))
 
 
+def choose_expected(slots: Slots, rows: list[Row], expected: str) -> Chosen | None:
+    """The cut of every glyph that reads `expected` (a user's correction: its digits, in reading order) best,
+    or None when no cut of the glyphs gives that many digits.
+
+    Why: a correction of a number is only worth keeping as training data when each digit's image is the
+    right piece of the photo. A wrong reading is often a wrong cut (half a "0" read as "6", a touching "17"
+    left whole as "7"), and labelling those pieces with the user's digits would teach the model noise. Here
+    every alternative of every glyph is scored against the digits the user gave instead of the model's own
+    likeliest ones: an option of m digits at position k of `expected` scores its width prior plus the log
+    of each piece's probability of being expected[k + i] (times P(it is one digit at all), as `choose`);
+    a glyph may also be left out (a stray mark read as a digit) at the cost of log P(not a digit) of its
+    whole image. The best-scoring way through all glyphs (dynamic programming over the position in
+    `expected`) gives the pieces; what the model reads in each stays in the answer, so the caller can
+    send Feedback(pixels, predicted=that digit, correct=the user's digit) per piece."""
+    want = [int(c) for c in expected if c.isdigit()]
+    n = len(want)
+    if n == 0:
+        return None
+    neg = -math.inf
+    best: list[float] = [0.0] + [neg] * n  # best[k]: the best log-score with the first k digits read so far
+    back: list[list[tuple[int, int] | None]] = []  # per slot, per end position k: (start position, option or -1)
+    k_row = 0
+    spans = []  # per slot, per option: its rows
+    for _separator, options, _priors in slots:
+        spans.append([])
+        for option in options:
+            spans[-1].append(rows[k_row : k_row + len(option)])
+            k_row += len(option)
+    for (_separator, _options, priors), answered in zip(slots, spans, strict=True):
+        nxt, step = [neg] * (n + 1), [None] * (n + 1)
+        whole = answered[0][0] if answered and len(answered[0]) == 1 else None
+        skip = math.log(max(_p_not_a_digit(whole), 1e-9)) if whole is not None else math.log(1e-9)
+        for k in range(n + 1):
+            if best[k] == neg:
+                continue
+            if best[k] + skip > nxt[k]:
+                nxt[k], step[k] = best[k] + skip, (k, -1)
+            for o, (part, prior) in enumerate(zip(answered, priors, strict=True)):
+                end = k + len(part)
+                if end > n:
+                    continue
+                score = best[k] + prior + sum(math.log(_p_digit(row, want[k + i])) for i, row in enumerate(part))
+                if score > nxt[end]:
+                    nxt[end], step[end] = score, (k, o)
+        best = nxt
+        back.append(step)
+    if best[n] == neg:
+        return None
+    picks: list[int] = []
+    k = n
+    for step in reversed(back):
+        k, o = step[k]
+        picks.append(o)
+    picks.reverse()
+    text, confidence, digits, separator = "", 1.0, [], ""
+    for (sep, options, _priors), answered, o in zip(slots, spans, picks, strict=True):
+        separator = max(separator, sep, key=SEPARATORS.index)  # a left-out glyph's line break is kept
+        if o < 0:
+            continue
+        readings = [as_digit(row)[0] for row in answered[o]]
+        text += ("" if not text else separator) + "".join(str(r[0]) for r in readings)
+        separator = ""
+        confidence *= math.prod(r[1] for r in readings)
+        digits += [(px, box, r) for (px, box), r in zip(options[o], readings, strict=True)]
+    return Chosen(text, confidence, digits) if digits else None
+
+
+SEPARATORS = ("", " ", "\n")  # weakest first
+
+
+def _p_not_a_digit(row: Row) -> float:
+    probabilities = row[2]
+    return probabilities[NOT_A_DIGIT_INDEX] if len(probabilities) > NOT_A_DIGIT_INDEX else 0.0
+
+
+def _p_digit(row: Row, digit: int) -> float:
+    """P(the image is the one digit `digit`), refused or not: its calibrated probability times P(one digit)."""
+    probabilities = row[2]
+    several = probabilities[SEVERAL_DIGITS_INDEX] if len(probabilities) > SEVERAL_DIGITS_INDEX else 0.0
+    return max(probabilities[digit] * (1.0 - _p_not_a_digit(row)) * (1.0 - several), 1e-9)
+
+
 def response(chosen: Chosen, model_version: str) -> digits_pb2.ReadResponse:
     return digits_pb2.ReadResponse(
         text=chosen.text,

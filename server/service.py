@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -51,6 +52,8 @@ def _checked_pixels(pixels: bytes) -> bytes:
 
 
 BATCHER_ERRORS = (QueueFull, DeadlineExpired, BatcherClosed, InferenceUnavailable)
+EXPECTED = re.compile(r"[0-9\s]*")  # Read's `expected`: a user's correction, digits and white space
+MAX_EXPECTED = 256
 
 
 def _batcher_failure(exc: BaseException) -> RequestFailed:
@@ -234,12 +237,25 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         batcher = self._ready_batcher()
         if not request.image:
             raise RequestFailed(Reason.UNREADABLE_IMAGE, "the image is empty")
+        expected = request.expected
+        if expected and (not EXPECTED.fullmatch(expected) or len(expected) > MAX_EXPECTED):
+            raise RequestFailed(
+                Reason.BAD_FIELD, f"expected must be digits 0-9 (and spaces or new lines), at most {MAX_EXPECTED}"
+            )
         slots = await self.preprocessor.read(request.image)
         images = [pixels for _, options, _ in slots for option in options for pixels, _ in option]
         with _batcher_failures():
             rows = await batcher.submit_many(images, context.time_remaining())
         # Rows may carry the version of the model that computed them (server/model_reload.py).
         version = rows[0][3] if rows and len(rows[0]) > 3 else self.model_version
+        if expected.strip():  # a correction: the cut that gives these digits, whatever the model reads
+            matched = reading.choose_expected(slots, [row[:3] for row in rows], expected)
+            if matched is None:
+                count = sum(c.isdigit() for c in expected)
+                raise RequestFailed(
+                    Reason.UNMATCHED_DIGITS, f"the image cannot be cut into the {count} digits expected"
+                )
+            return reading.response(matched, version)
         chosen = reading.choose(slots, [row[:3] for row in rows])
         if chosen.refused:  # most glyphs are letters, symbols or doodles: a word, not a number
             raise RequestFailed(Reason.NOT_A_DIGIT, NOT_A_DIGIT_MESSAGE)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from client import DigitsClient, NoDigitFound, SeveralDigits
+from client import DigitsClient, InvalidInput, NoDigitFound, SeveralDigits
 from testkit.photos import blank_photo
 from testkit.robustness_set import compose, number_scan, number_sketch, photo, stack
 from testkit.touching_pairs import flagged_pairs
@@ -182,6 +182,37 @@ async def test_touching_digits_that_look_like_one_glyph_are_several_digits_and_m
             readings.append((pair.text, (await client.read_image(pair.photo)).text))
     right = sum(text == read for text, read in readings)
     assert right >= 5, f"{right} of {len(readings)} touching pairs read right: {readings}"
+
+
+async def test_a_correction_cuts_the_image_into_the_users_digits(digits_server, clear_digits, merged_pairs):
+    """Read with `expected` (a user's reply with the right number): touching pairs that look like one glyph
+    come back as the two pieces, left then right, whatever the plain reading was; a number read right is
+    cut as the plain reading cut it; no cut gives a count far off (UNMATCHED_DIGITS); `expected` with a
+    letter is BAD_FIELD."""
+    async with DigitsClient(digits_server.target, timeout=20) as client:
+        plain_texts = []
+        for pair in merged_pairs:
+            plain_texts.append((await client.read_image(pair.photo)).text)
+            cut = await client.read_image(pair.photo, expected=pair.text)
+            assert len(cut.digits) == 2, (pair.text, cut.text)
+            (x0, y0, w0, h0), (x1, _, w1, _) = (d.box for d in cut.digits)
+            assert x0 + w0 / 2 < x1 + w1 / 2 and all(len(d.pixels) == 784 for d in cut.digits)
+            assert cut.digits[0].pixels != cut.digits[1].pixels
+        assert any(len(t) != 2 for t in plain_texts), f"the pairs were all read as two digits already: {plain_texts}"
+
+        _, data = number_scan(number(clear_digits, "2026"), np.random.default_rng(2))
+        plain = await client.read_image(data)
+        assert plain.text == "2026"
+        cut = await client.read_image(data, expected="20 26\n")  # white space in `expected` is ignored
+        assert [d.pixels for d in cut.digits] == [d.pixels for d in plain.digits]
+        assert [d.box for d in cut.digits] == [d.box for d in plain.digits]
+
+        with pytest.raises(InvalidInput) as raised:
+            await client.read_image(data, expected="20262026202620262026")
+        assert raised.value.reason == "UNMATCHED_DIGITS" and "20 digits" in str(raised.value)
+        with pytest.raises(InvalidInput) as raised:
+            await client.read_image(data, expected="2O26")
+        assert raised.value.reason == "BAD_FIELD"
 
 
 def test_digits_predict_prints_the_reading(digits_server, clear_digits, tmp_path):

@@ -197,6 +197,39 @@ def test_read_cuts_a_glyph_that_the_several_digits_head_calls_two_digits():
     assert reading.choose(slots, old).text == "8"
 
 
+def test_a_correction_picks_the_cut_that_gives_the_users_digits():
+    """Read with `expected` (server/reading.choose_expected): the pieces come from the cut that reads the
+    user's digits best, whatever the model's own likeliest reading; a stray glyph can be left out; a
+    count no cut can give is None."""
+    box = (0, 0, 10, 10)
+
+    def row(digit: int, p: float, not_digit: float = 0.0, several: float = 0.0):
+        probs = [(1.0 - p) / 9] * 10
+        probs[digit] = p
+        return digit, p, probs + [not_digit, several]
+
+    glyph = ("", [[(b"whole", box)], [(b"left", box), (b"right", box)]], [0.0, -2.0])
+    rows = [row(7, 0.99), row(1, 0.6), row(2, 0.5)]  # read whole, a confident "7"
+    assert reading.choose([glyph], rows).text == "7"
+    cut = reading.choose_expected([glyph], rows, "17")
+    assert [px for px, _, _ in cut.digits] == [b"left", b"right"]
+    assert cut.text == "12" and [r[0] for _, _, r in cut.digits] == [1, 2]  # what the model reads in each piece
+    assert [px for px, _, _ in reading.choose_expected([glyph], rows, "7").digits] == [b"whole"]
+    assert reading.choose_expected([glyph], rows, "123") is None  # no cut gives three digits
+    assert reading.choose_expected([glyph], rows, " ") is None
+
+    # a second glyph on a new line, and a speck the gate calls no digit: "4" is matched without the speck
+    line = ("\n", [[(b"four", box)]], [0.0])
+    speck = (" ", [[(b"speck", box)]], [0.0])
+    rows3 = [*rows, row(4, 0.98), row(1, 0.9, not_digit=0.95)]
+    both = reading.choose_expected([glyph, line, speck], rows3, "7 4")
+    assert both.text == "7\n4" and [px for px, _, _ in both.digits] == [b"whole", b"four"]
+    # a line break of a left-out glyph is kept between the digits around it
+    first = reading.choose_expected([glyph, ("\n", [[(b"speck", box)]], [0.0]), (" ", [[(b"four", box)]], [0.0])],
+                                    [*rows, row(1, 0.9, not_digit=0.95), row(4, 0.98)], "74")  # fmt: skip
+    assert first.text == "7\n4"
+
+
 def test_choose_threshold_keeps_within_the_budget():
     scores = torch.tensor([0.1, 0.2, 0.95, 0.99, 0.999, 0.3, 0.97, 0.5, 0.6, 0.7])
     correct = torch.tensor([True] * 9 + [False])

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"\x1c\n\x0bReadRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\":\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"u\n\x0c\x44igitReading\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x1b\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x0e.digits.v1.Box\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\"p\n\x0cReadResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x06\x64igits\x18\x03 \x03(\x0b\x32\x17.digits.v1.DigitReading\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"<\n\x0ePredictRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06pixels\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\"r\n\x0fPredictResponse\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\"\r\n\x0bPingRequest\"%\n\x0cPingResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"?\n\x13PredictBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.digits.v1.PredictRequest\"A\n\x14PredictBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.digits.v1.PredictResult\"s\n\rPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.digits.v1.PredictResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.digits.v1.ItemErrorH\x00\x42\t\n\x07outcome\",\n\tItemError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"z\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x11\n\tpredicted\x18\x02 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0c\n\x04user\x18\x06 \x01(\t\"\x1b\n\rFeedbackReply\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\rForgetRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"\x1e\n\x0b\x46orgetReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"K\n\x14PredictStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x04item\x18\x02 \x01(\x0b\x32\x19.digits.v1.PredictRequest\"M\n\x15PredictStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.digits.v1.PredictResult2\xec\x03\n\x0f\x44igitClassifier\x12@\n\x07Predict\x12\x19.digits.v1.PredictRequest\x1a\x1a.digits.v1.PredictResponse\x12\x37\n\x04Ping\x12\x16.digits.v1.PingRequest\x1a\x17.digits.v1.PingResponse\x12O\n\x0cPredictBatch\x12\x1e.digits.v1.PredictBatchRequest\x1a\x1f.digits.v1.PredictBatchResponse\x12@\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.digits.v1.FeedbackRequest\x1a\x18.digits.v1.FeedbackReply\x12:\n\x06\x46orget\x12\x18.digits.v1.ForgetRequest\x1a\x16.digits.v1.ForgetReply\x12V\n\rPredictStream\x12\x1f.digits.v1.PredictStreamRequest\x1a .digits.v1.PredictStreamResponse(\x01\x30\x01\x12\x37\n\x04Read\x12\x16.digits.v1.ReadRequest\x1a\x17.digits.v1.ReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\".\n\x0bReadRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08\x65xpected\x18\x02 \x01(\t\":\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"u\n\x0c\x44igitReading\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x1b\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x0e.digits.v1.Box\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\"p\n\x0cReadResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x06\x64igits\x18\x03 \x03(\x0b\x32\x17.digits.v1.DigitReading\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"<\n\x0ePredictRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06pixels\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\"r\n\x0fPredictResponse\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\"\r\n\x0bPingRequest\"%\n\x0cPingResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"?\n\x13PredictBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.digits.v1.PredictRequest\"A\n\x14PredictBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.digits.v1.PredictResult\"s\n\rPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.digits.v1.PredictResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.digits.v1.ItemErrorH\x00\x42\t\n\x07outcome\",\n\tItemError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"z\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x11\n\tpredicted\x18\x02 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0c\n\x04user\x18\x06 \x01(\t\"\x1b\n\rFeedbackReply\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\rForgetRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"\x1e\n\x0b\x46orgetReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"K\n\x14PredictStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x04item\x18\x02 \x01(\x0b\x32\x19.digits.v1.PredictRequest\"M\n\x15PredictStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.digits.v1.PredictResult2\xec\x03\n\x0f\x44igitClassifier\x12@\n\x07Predict\x12\x19.digits.v1.PredictRequest\x1a\x1a.digits.v1.PredictResponse\x12\x37\n\x04Ping\x12\x16.digits.v1.PingRequest\x1a\x17.digits.v1.PingResponse\x12O\n\x0cPredictBatch\x12\x1e.digits.v1.PredictBatchRequest\x1a\x1f.digits.v1.PredictBatchResponse\x12@\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.digits.v1.FeedbackRequest\x1a\x18.digits.v1.FeedbackReply\x12:\n\x06\x46orget\x12\x18.digits.v1.ForgetRequest\x1a\x16.digits.v1.ForgetReply\x12V\n\rPredictStream\x12\x1f.digits.v1.PredictStreamRequest\x1a .digits.v1.PredictStreamResponse(\x01\x30\x01\x12\x37\n\x04Read\x12\x16.digits.v1.ReadRequest\x1a\x17.digits.v1.ReadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,41 +32,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'digits.v1.digits_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_READREQUEST']._serialized_start=37
-  _globals['_READREQUEST']._serialized_end=65
-  _globals['_BOX']._serialized_start=67
-  _globals['_BOX']._serialized_end=125
-  _globals['_DIGITREADING']._serialized_start=127
-  _globals['_DIGITREADING']._serialized_end=244
-  _globals['_READRESPONSE']._serialized_start=246
-  _globals['_READRESPONSE']._serialized_end=358
-  _globals['_PREDICTREQUEST']._serialized_start=360
-  _globals['_PREDICTREQUEST']._serialized_end=420
-  _globals['_PREDICTRESPONSE']._serialized_start=422
-  _globals['_PREDICTRESPONSE']._serialized_end=536
-  _globals['_PINGREQUEST']._serialized_start=538
-  _globals['_PINGREQUEST']._serialized_end=551
-  _globals['_PINGRESPONSE']._serialized_start=553
-  _globals['_PINGRESPONSE']._serialized_end=590
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=592
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=655
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=657
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=722
-  _globals['_PREDICTRESULT']._serialized_start=724
-  _globals['_PREDICTRESULT']._serialized_end=839
-  _globals['_ITEMERROR']._serialized_start=841
-  _globals['_ITEMERROR']._serialized_end=885
-  _globals['_FEEDBACKREQUEST']._serialized_start=887
-  _globals['_FEEDBACKREQUEST']._serialized_end=1009
-  _globals['_FEEDBACKREPLY']._serialized_start=1011
-  _globals['_FEEDBACKREPLY']._serialized_end=1038
-  _globals['_FORGETREQUEST']._serialized_start=1040
-  _globals['_FORGETREQUEST']._serialized_end=1069
-  _globals['_FORGETREPLY']._serialized_start=1071
-  _globals['_FORGETREPLY']._serialized_end=1101
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1103
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1178
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1180
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1257
-  _globals['_DIGITCLASSIFIER']._serialized_start=1260
-  _globals['_DIGITCLASSIFIER']._serialized_end=1752
+  _globals['_READREQUEST']._serialized_end=83
+  _globals['_BOX']._serialized_start=85
+  _globals['_BOX']._serialized_end=143
+  _globals['_DIGITREADING']._serialized_start=145
+  _globals['_DIGITREADING']._serialized_end=262
+  _globals['_READRESPONSE']._serialized_start=264
+  _globals['_READRESPONSE']._serialized_end=376
+  _globals['_PREDICTREQUEST']._serialized_start=378
+  _globals['_PREDICTREQUEST']._serialized_end=438
+  _globals['_PREDICTRESPONSE']._serialized_start=440
+  _globals['_PREDICTRESPONSE']._serialized_end=554
+  _globals['_PINGREQUEST']._serialized_start=556
+  _globals['_PINGREQUEST']._serialized_end=569
+  _globals['_PINGRESPONSE']._serialized_start=571
+  _globals['_PINGRESPONSE']._serialized_end=608
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=610
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=673
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=675
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=740
+  _globals['_PREDICTRESULT']._serialized_start=742
+  _globals['_PREDICTRESULT']._serialized_end=857
+  _globals['_ITEMERROR']._serialized_start=859
+  _globals['_ITEMERROR']._serialized_end=903
+  _globals['_FEEDBACKREQUEST']._serialized_start=905
+  _globals['_FEEDBACKREQUEST']._serialized_end=1027
+  _globals['_FEEDBACKREPLY']._serialized_start=1029
+  _globals['_FEEDBACKREPLY']._serialized_end=1056
+  _globals['_FORGETREQUEST']._serialized_start=1058
+  _globals['_FORGETREQUEST']._serialized_end=1087
+  _globals['_FORGETREPLY']._serialized_start=1089
+  _globals['_FORGETREPLY']._serialized_end=1119
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1121
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1196
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1198
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1275
+  _globals['_DIGITCLASSIFIER']._serialized_start=1278
+  _globals['_DIGITCLASSIFIER']._serialized_end=1770
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     BAD_USER = "BAD_USER"  # Forget without a user, or a user id shaped like a raw platform id
     BAD_FIELD = "BAD_FIELD"  # model_version / source / user longer than the store keeps
     FEEDBACK_DISABLED = "FEEDBACK_DISABLED"  # the server runs without --feedback-db (FAILED_PRECONDITION)
+    UNMATCHED_DIGITS = "UNMATCHED_DIGITS"  # Read's `expected`: no cut of the image gives that many digits
 
 
 def rich_status(code: grpc.StatusCode, reason: Reason | str, message: str, **metadata: str) -> grpc.Status:
