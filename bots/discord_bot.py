@@ -61,6 +61,7 @@ from bots.feedback import (
     feedback_config_from_env,
     join_tokens,
     number_key,
+    number_photo_key,
     split_tokens,
 )
 from bots.i18n import N_, Translate, english, translator
@@ -364,9 +365,14 @@ class DigitsBot(discord.Client):
             return kwargs, tokens
         return kwargs, []
 
-    async def _keep_number(self, sent: discord.Message | None, tokens: list[str]) -> None:
+    async def _keep_number(self, sent: discord.Message | None, tokens: list[str],
+                           attachment: discord.Attachment) -> None:
+        """A reply to `sent` with the right number finds the digits' tokens, and the photo's URL (to read it
+        again, cut into the right digits), under its id."""
         if sent is not None and tokens:
             await self.chat_state.set_text(number_key("discord", sent.channel.id, sent.id), join_tokens(tokens),
+                                           PENDING_TTL)
+            await self.chat_state.set_text(number_photo_key("discord", sent.channel.id, sent.id), attachment.url,
                                            PENDING_TTL)
 
     async def answer_interaction(self, interaction: discord.Interaction, attachment: discord.Attachment | None) -> None:
@@ -387,7 +393,7 @@ class DigitsBot(discord.Client):
                 return
             kwargs, tokens = await self._with_buttons(render(answer, tr), interaction.user.id, answer, tr)
             sent = await interaction.followup.send(**kwargs, wait=True)
-            await self._keep_number(sent, tokens)
+            await self._keep_number(sent, tokens, attachment)
         except discord.HTTPException:
             log.exception("could not answer interaction %s", interaction.id)
 
@@ -420,7 +426,7 @@ class DigitsBot(discord.Client):
 
             answer = await self._handle(message.author.id, attachment, typing)
             kwargs, tokens = await self._with_buttons(render(answer, tr), message.author.id, answer, tr)
-            await self._keep_number(await message.reply(**kwargs, mention_author=False), tokens)
+            await self._keep_number(await message.reply(**kwargs, mention_author=False), tokens, attachment)
         except discord.HTTPException:
             log.exception("could not reply to message %s", message.id)
 
@@ -466,12 +472,14 @@ class DigitsBot(discord.Client):
         text = re.sub(rf"<@!?{self.user.id}>", "", message.content or "")
         if not NUMBER_REPLY.fullmatch(text):
             return False
-        key = number_key("discord", reference.channel_id or message.channel.id, reference.message_id)
-        tokens = split_tokens(await self.chat_state.get_text(key))
+        channel_id = reference.channel_id or message.channel.id
+        tokens = split_tokens(await self.chat_state.get_text(number_key("discord", channel_id, reference.message_id)))
         if not tokens:
             return False
         tr = self.user_locales.for_message(message)
-        outcome = await self.feedback.correct_number("discord", message.author.id, tokens, text)
+        url = await self.chat_state.get_text(number_photo_key("discord", channel_id, reference.message_id))
+        fetch = (lambda: self.http.get_from_cdn(url)) if url else None
+        outcome = await self.feedback.correct_number("discord", message.author.id, tokens, text, fetch)
         wording = {
             Result.WRONG_LENGTH: lambda: tr(replies.NUMBER_LENGTH).format(count=len(tokens)),
             Result.NOT_YOURS: lambda: tr(replies.NOT_YOURS),

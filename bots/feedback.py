@@ -17,8 +17,12 @@ id), and what a second tap does (nothing: one record, one thanks).
   replicas on one host sharing the file) can use.
 - A number (read with Read) is corrected by replying to the answer with the right number: each digit
   read waits as a pending answer of its own (`offer_number`), the answer message's tokens are kept in
-  the chat state (bots.chatstate: Redis with DIGITS_REDIS_URL) under the message's id, and a reply with
-  as many digits as were read records one Feedback per digit (`correct_number`), once, by the sender only.
+  the chat state (bots.chatstate: Redis with DIGITS_REDIS_URL) under the message's id, and a reply records
+  one Feedback per digit of the right number (`correct_number`), once, by the sender only. The photo is
+  fetched again from the platform (never kept by the bot) and read with the right number as `expected`,
+  so each digit's image is the right piece of the photo even where the reading cut it wrong or found
+  another count of digits; when it cannot be fetched or cut so, a reply with as many digits as were read
+  is matched one to one with the pieces read, and any other is asked for again.
 - DIGITS_FEEDBACK=off: no buttons, nothing kept.
 """
 
@@ -35,7 +39,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -263,12 +267,20 @@ class NumberOutcome:
 
 
 NUMBER_TOKENS_KEY = "number"  # chat-state key prefix: the tokens of a number answer, under the answer's id
+NUMBER_PHOTO_KEY = "number-photo"  # chat-state key prefix: where to fetch the answered photo again (not the photo)
+Fetch = Callable[[], Awaitable[bytes]]  # the answered photo, downloaded again from the platform
 NUMBER_REPLY = re.compile(r"\s*[0-9][0-9\s]*")  # a reply that is a number: digits (and spaces, new lines) only
 
 
 def number_key(platform: str, chat_id: int | str, message_id: int | str) -> str:
     """Where a number answer's tokens wait in the chat state: one key per answer message."""
     return f"{NUMBER_TOKENS_KEY}:{platform}:{chat_id}:{message_id}"
+
+
+def number_photo_key(platform: str, chat_id: int | str, message_id: int | str) -> str:
+    """Where a number answer keeps the platform's reference to the photo it read (a Telegram file id, a
+    Discord attachment URL), for reading it again with the user's correction."""
+    return f"{NUMBER_PHOTO_KEY}:{platform}:{chat_id}:{message_id}"
 
 
 def join_tokens(tokens: list[str]) -> str:
@@ -351,18 +363,38 @@ class Feedback:
         except PendingUnavailable:
             return []
 
-    async def correct_number(self, platform: str, user_id: int | str, tokens: list[str], text: str) -> NumberOutcome:
+    async def correct_number(self, platform: str, user_id: int | str, tokens: list[str], text: str,
+                             fetch: Fetch | None = None) -> NumberOutcome:
         """A reply with the right number to a number answer: one record per digit, once, by the sender only.
-        The reply must have as many digits as were read (else WRONG_LENGTH: nothing is recorded), as the
-        digits are matched one to one."""
+
+        `fetch` downloads the answered photo again: it is read with the right number as `expected` (Read
+        cuts it into exactly those digits), and each piece is recorded with its digit. Without it, or when
+        that fails, the reply must have as many digits as were read (else WRONG_LENGTH: nothing is
+        recorded), matched one to one with the pieces of the first reading."""
         if self.pending is None:
             return NumberOutcome(Result.OFF)
         try:
-            return await self._correct_number(platform, user_id, tokens, text)
+            return await self._correct_number(platform, user_id, tokens, text, fetch)
         except PendingUnavailable:
             return NumberOutcome(Result.FAILED)
 
-    async def _correct_number(self, platform: str, user_id: int | str, tokens: list[str], text: str) -> NumberOutcome:
+    async def _cut_again(self, fetch: Fetch | None, text: str, count: int) -> list[tuple[bytes, int]] | None:
+        """The photo read again with `text` as `expected`: (pixels, digit read) per digit of `text`, or None."""
+        if fetch is None:
+            return None
+        try:
+            reading = await self.client.read_image(await fetch(), expected=text)
+        except DigitsError as exc:  # UNMATCHED_DIGITS, the server down, ...: the first reading's pieces
+            log.info("correction not cut again (%s): %s", exc.reason, exc)
+            return None
+        except Exception as exc:  # the platform no longer has the photo, a network error
+            log.info("correction not cut again: the photo could not be fetched (%r)", exc)
+            return None
+        pieces = [(d.pixels, d.digit) for d in reading.digits]
+        return pieces if len(pieces) == count and all(p for p, _ in pieces) else None
+
+    async def _correct_number(self, platform: str, user_id: int | str, tokens: list[str], text: str,
+                              fetch: Fetch | None) -> NumberOutcome:
         assert self.pending is not None
         found = [await self.pending.get(t) for t in tokens]
         entries = [e for e in found if e is not None]
@@ -374,18 +406,28 @@ class Feedback:
         if any(e.label is not None for e in entries):
             return NumberOutcome(Result.ALREADY, read, "".join(str(e.label) for e in entries))
         digits = [int(c) for c in text if c.isdigit()]
-        if len(digits) != len(entries):
+        if not digits:
             return NumberOutcome(Result.WRONG_LENGTH, read)
+        if digits == [e.predicted for e in entries]:  # "right as read": the pieces read are the right pieces
+            pieces = None
+        else:
+            pieces = await self._cut_again(fetch, "".join(map(str, digits)), len(digits))
+        if pieces is None and len(digits) != len(entries):
+            return NumberOutcome(Result.WRONG_LENGTH, read)
+        if pieces is None:
+            pieces = [(e.pixels, e.predicted) for e in entries]
         claimed: list[str] = []
-        for token, label in zip(tokens, digits, strict=True):
+        for i, token in enumerate(tokens):  # every token is claimed, so that a second reply records nothing
+            label = digits[min(i, len(digits) - 1)]
             if not await self.pending.claim(token, label):  # a second reply racing this one: it records
                 for t in claimed:
                     await self.pending.release(t)
                 return NumberOutcome(Result.ALREADY, read)
             claimed.append(token)
+        entry = entries[0]
         try:
-            for entry, label in zip(entries, digits, strict=True):
-                await self.client.feedback(entry.pixels, entry.predicted, label, model_version=entry.model_version,
+            for (pixels, predicted), label in zip(pieces, digits, strict=True):
+                await self.client.feedback(pixels, predicted, label, model_version=entry.model_version,
                                            source=platform, user=entry.owner)
         except DigitsError as exc:  # the user may reply again; digits already stored come again as exact
             log.warning("feedback not stored (%s): %s", exc.reason, exc)  # duplicates, which export drops

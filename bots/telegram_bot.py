@@ -58,11 +58,13 @@ from bots.feedback import (
     PENDING_TTL,
     Feedback,
     FeedbackConfig,
+    Fetch,
     Result,
     button_id,
     feedback_config_from_env,
     join_tokens,
     number_key,
+    number_photo_key,
     parse_button_id,
     split_tokens,
 )
@@ -292,7 +294,9 @@ async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         state: ChatState = context.bot_data[STATE_KEY]
         tokens = split_tokens(await state.get_text(number_key("telegram", message.chat_id, answer_message.message_id)))
         if tokens:
-            await correct_number(message, user.language_code, feedback, user.id, tokens)
+            file_id = await state.get_text(number_photo_key("telegram", message.chat_id, answer_message.message_id))
+            fetch = (lambda: download_file(context.bot, file_id)) if file_id else None
+            await correct_number(message, user.language_code, feedback, user.id, tokens, fetch)
             return
     if token is None or feedback is None or not message.text.strip().isdigit() or len(message.text.strip()) != 1:
         if message.chat.type == ChatType.PRIVATE:
@@ -314,12 +318,12 @@ async def on_number_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 
 
 async def correct_number(message: Message, language_code: str | None, feedback: Feedback, user_id: int,
-                         tokens: list[str]) -> None:
+                         tokens: list[str], fetch: Fetch | None = None) -> None:
     """The reply `message` gives the right number for the number answer it replies to (whose digits wait
-    under `tokens`): recorded digit by digit if it comes from the sender and has as many digits as were read;
-    the answer is edited to show it and the user thanked, once."""
+    under `tokens`; `fetch` downloads the answered photo again, to cut it into those digits): recorded digit
+    by digit if it comes from the sender; the answer is edited to show it and the user thanked, once."""
     tr = translator(language_code)
-    outcome = await feedback.correct_number("telegram", user_id, tokens, message.text or "")
+    outcome = await feedback.correct_number("telegram", user_id, tokens, message.text or "", fetch)
     if outcome.result == Result.RECORDED:
         answer_message = message.reply_to_message
         if answer_message is not None:
@@ -392,6 +396,19 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(user_translator(update)(TEXT_ONLY_TEXT))
 
 
+async def download_file(bot, file_id: str) -> bytes:
+    """A file of a message, by its Telegram file id (the photo read, or read again for a correction)."""
+    try:
+        file = await bot.get_file(file_id)
+        return bytes(await file.download_as_bytearray())
+    except BadRequest as exc:  # Telegram refuses files over 20 MB to bots, and forgets old ones
+        if "too big" in str(exc).lower():
+            raise FileTooLarge(str(exc)) from exc
+        raise DownloadFailed(f"getFile refused: {exc}") from exc
+    except NetworkError as exc:
+        raise DownloadFailed(repr(exc)) from exc
+
+
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An image-bearing message addressed to the bot: the core's flow, with Telegram's download and typing."""
     message = update.effective_message
@@ -410,15 +427,7 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         typing.append(asyncio.create_task(context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)))
 
     async def download() -> bytes:
-        try:
-            file = await context.bot.get_file(file_id)
-            return bytes(await file.download_as_bytearray())
-        except BadRequest as exc:  # Telegram refuses files over 20 MB to bots, and forgets old ones
-            if "too big" in str(exc).lower():
-                raise FileTooLarge(str(exc)) from exc
-            raise DownloadFailed(f"getFile refused: {exc}") from exc
-        except NetworkError as exc:
-            raise DownloadFailed(repr(exc)) from exc
+        return await download_file(context.bot, file_id)
 
     user = message.from_user
     tr = translator(user.language_code if user else None)
@@ -443,9 +452,10 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         tokens = await feedback.offer_number("telegram", user.id, list(answer.digit_pixels), answer.model_version)
     footer = tr(replies.NUMBER_HINT) if tokens else None
     sent = await send_answer(message, answer, with_seen=with_seen, tr=tr, markup=markup, footer=footer)
-    if tokens:  # a reply to `sent` with the right number finds the digits' tokens under its id
+    if tokens:  # a reply to `sent` with the right number finds the digits' tokens (and the photo's id) under its id
         await state.set_text(number_key("telegram", message.chat_id, sent.message_id), join_tokens(tokens),
                              PENDING_TTL)
+        await state.set_text(number_photo_key("telegram", message.chat_id, sent.message_id), file_id, PENDING_TTL)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -144,7 +144,8 @@ async def test_a_number_is_corrected_by_replying_with_the_right_number(fake, bot
         return (await fake.final_reply(sent["id"])).content
 
     assert await reply(right, stranger) == replies.NOT_YOURS  # someone else in the channel may not correct it
-    assert await reply(right + "1", sender) == replies.NUMBER_LENGTH.format(count=len(read))  # a digit too many
+    # twice as many digits: no cut of the photo gives them, so the reply cannot be matched
+    assert await reply(right + right, sender) == replies.NUMBER_LENGTH.format(count=len(read))
     assert len(records(store_server.db)) == before
     assert await reply(right, sender, mention_bot=True) == f"Thanks! Recorded: {right}."  # "@digits 3026" works too
     edit = await fake.wait_until(lambda: [s for s in fake.sent if s.kind == "edit" and s.target == answer.message["id"]]
@@ -156,6 +157,25 @@ async def test_a_number_is_corrected_by_replying_with_the_right_number(fake, bot
                                                                                                   strict=True)]
     assert await reply(read, sender) == replies.ALREADY_RECORDED  # thanked once, recorded once
     assert len(records(store_server.db)) == before + len(read)
+
+
+async def test_a_number_read_with_a_digit_missing_is_corrected_piece_by_piece(fake, bot, store_server,
+                                                                             miscounted_number_photo):
+    """A touching pair read as one digit ("311" read "51"): the reply with the right number makes the bot
+    download the photo again (its attachment URL) and have it cut into those digits (Read with `expected`),
+    so each digit is recorded with its own piece of the photo; without that the reply could not be matched."""
+    data, text, reading = miscounted_number_photo
+    sender = fake.new_user("miscounted")
+    answer = await fake.final_reply(await fake.invoke_slash("digit", fake.attachment(data), user=sender), timeout=30)
+    assert answer.embeds[0]["footer"]["text"] == replies.NUMBER_HINT
+    before = len(records(store_server.db))
+    sent = await fake.send_message(text, author=sender, reply_to=answer.message)
+    thanks = (await fake.final_reply(sent["id"], timeout=30)).content
+    assert thanks == f"Thanks! Recorded: {text}.", (reading.text, thanks)
+    with sqlite3.connect(store_server.db) as conn:
+        rows = conn.execute("SELECT pixels, correct, source FROM feedback").fetchall()[before:]
+    assert [(c, src) for _, c, src in rows] == [(int(d), "discord") for d in text]
+    assert len({px for px, _, _ in rows}) == len(text) and all(len(px) == 784 for px, _, _ in rows)
 
 
 async def test_buttons_survive_a_restart_and_forget(fake, bot, store_server, digit_samples):

@@ -190,15 +190,22 @@ async def test_a_correction_cuts_the_image_into_the_users_digits(digits_server, 
     cut as the plain reading cut it; no cut gives a count far off (UNMATCHED_DIGITS); `expected` with a
     letter is BAD_FIELD."""
     async with DigitsClient(digits_server.target, timeout=20) as client:
-        plain_texts = []
+        recounted = unmatched = 0
         for pair in merged_pairs:
-            plain_texts.append((await client.read_image(pair.photo)).text)
-            cut = await client.read_image(pair.photo, expected=pair.text)
+            plain = await client.read_image(pair.photo)
+            try:
+                cut = await client.read_image(pair.photo, expected=pair.text)
+            except InvalidInput as exc:  # a cut the model finds far-fetched (server/reading.RECOUNT_MARGIN)
+                assert exc.reason == "UNMATCHED_DIGITS" and len(plain.digits) != 2, (pair.text, plain.text)
+                unmatched += 1
+                continue
             assert len(cut.digits) == 2, (pair.text, cut.text)
             (x0, y0, w0, h0), (x1, _, w1, _) = (d.box for d in cut.digits)
             assert x0 + w0 / 2 < x1 + w1 / 2 and all(len(d.pixels) == 784 for d in cut.digits)
             assert cut.digits[0].pixels != cut.digits[1].pixels
-        assert any(len(t) != 2 for t in plain_texts), f"the pairs were all read as two digits already: {plain_texts}"
+            recounted += len(plain.digits) != 2
+        assert recounted >= 1, "no pair read with another count of digits was cut into its two digits"
+        assert unmatched <= 2, f"{unmatched} of {len(merged_pairs)} pairs could not be cut into their two digits"
 
         _, data = number_scan(number(clear_digits, "2026"), np.random.default_rng(2))
         plain = await client.read_image(data)

@@ -204,6 +204,27 @@ async def test_a_number_is_corrected_by_replying_with_the_right_number(fake, bot
     assert len(records(store_server.db)) == before + len(read)
 
 
+async def test_a_number_read_with_a_digit_missing_is_corrected_piece_by_piece(fake, bot, store_server,
+                                                                             miscounted_number_photo):
+    """A touching pair read as one digit ("311" read "51"): the user's reply with the right number makes the
+    bot fetch the photo again (getFile) and have it cut into those digits (Read with `expected`), so each
+    digit is recorded with its own piece of the photo; without that the reply could not be matched."""
+    data, text, reading = miscounted_number_photo
+    user = next(_users)
+    fake.photo(data, chat_id=user, user_id=user)
+    answer = (await fake.wait_for("sendMessage", chat_id=user, count=1, timeout=30))[-1]
+    assert answer.params["text"].endswith("\n" + replies.NUMBER_HINT)
+    before, downloads = len(records(store_server.db)), len(fake.sent("getFile"))
+    fake.message(chat_id=user, user_id=user, text=text, reply_to_message=answer.result)
+    thanks = (await fake.wait_for("sendMessage", chat_id=user, count=2, timeout=30))[-1].params["text"]
+    assert thanks == f"Thanks! Recorded: {text}.", (reading.text, thanks)
+    assert len(fake.sent("getFile")) == downloads + 1  # the photo, fetched again for the correction
+    with sqlite3.connect(store_server.db) as conn:
+        rows = conn.execute("SELECT pixels, correct, source FROM feedback").fetchall()[before:]
+    assert [(c, src) for _, c, src in rows] == [(int(d), "telegram") for d in text]
+    assert len({px for px, _, _ in rows}) == len(text) and all(len(px) == 784 for px, _, _ in rows)
+
+
 async def test_buttons_work_after_a_restart(fake, bot, store_server, digit_samples, bot_files):
     user = next(_users)
     answer = await photo_answer(fake, digit_samples, user)
